@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/remora-mesh/remora/pkg/version"
+)
+
+// subcommands is filled by the init functions of the files beside this one,
+// so each subcommand lives in its own file and registers itself.
+var subcommands []func() *cobra.Command
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "injector",
+		Short: "Remora: an Istio-compatible sidecar injector",
+		Long: `Remora injects the Istio proxy sidecar and its traffic-capture init container
+into pods, as a Kubernetes admission webhook (injector serve) or offline
+(injector inject), with Istio's annotations, values and templates.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newVersionCmd())
+	for _, newCmd := range subcommands {
+		root.AddCommand(newCmd())
+	}
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the injector's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "remora injector %s (revision %s)\n", version.Version, version.Revision)
+			return err
+		},
+	}
+}
