@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remora-mesh/remora/pkg/inject"
+	"github.com/remora-mesh/remora/pkg/manifest"
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+func init() {
+	subcommands = append(subcommands, newInjectCmd, newUninjectCmd)
+}
+
+// configFlags are the flags that select an injection configuration.
+type configFlags struct {
+	valuesFile   string
+	meshFile     string
+	templatesDir string
+	sets         []string
+}
+
+func (f *configFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.valuesFile, "values", "", "Istio-style injector values YAML (global.*, sidecarInjectorWebhook.*), over the embedded defaults")
+	cmd.Flags().StringVar(&f.meshFile, "mesh-config", "", "mesh config YAML (defaultConfig, trustDomain, ...), over the embedded defaults")
+	cmd.Flags().StringVar(&f.templatesDir, "templates", "", "directory of *.tmpl injection templates that add to or replace the embedded ones")
+	cmd.Flags().StringArrayVar(&f.sets, "set", nil, "override one setting: values.PATH=VALUE or meshConfig.PATH=VALUE (repeatable)")
+}
+
+// load builds the configuration: embedded defaults, then the files, then
+// the --set overrides.
+func (f *configFlags) load() (*templates.Config, error) {
+	src := templates.Sources{Templates: map[string]string{}}
+	var err error
+	if f.valuesFile != "" {
+		if src.Values, err = os.ReadFile(f.valuesFile); err != nil {
+			return nil, fmt.Errorf("--values: %w", err)
+		}
+	}
+	if f.meshFile != "" {
+		if src.Mesh, err = os.ReadFile(f.meshFile); err != nil {
+			return nil, fmt.Errorf("--mesh-config: %w", err)
+		}
+	}
+	if f.templatesDir != "" {
+		matches, err := filepath.Glob(filepath.Join(f.templatesDir, "*"+templates.TemplateSuffix))
+		if err != nil {
+			return nil, fmt.Errorf("--templates: %w", err)
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("--templates %s: no *%s files", f.templatesDir, templates.TemplateSuffix)
+		}
+		for _, m := range matches {
+			b, err := os.ReadFile(m)
+			if err != nil {
+				return nil, fmt.Errorf("--templates: %w", err)
+			}
+			src.Templates[strings.TrimSuffix(filepath.Base(m), templates.TemplateSuffix)] = string(b)
+		}
+	}
+	for _, s := range f.sets {
+		if err := src.Set(s); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := templates.Load(src)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// readInputs reads FILE, every *.yaml/*.yml/*.json of DIR, or "-" (stdin).
+func readInputs(path string, stdin io.Reader) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(stdin)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return os.ReadFile(path)
+	}
+	var files []string
+	err = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".yaml", ".yml", ".json":
+			if !d.IsDir() {
+				files = append(files, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var buf bytes.Buffer
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		buf.WriteString("\n---\n")
+		buf.Write(b)
+	}
+	return buf.Bytes(), nil
+}
+
+func newInjectCmd() *cobra.Command {
+	var (
+		file    string
+		native  string
+		cfgFlag configFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE|DIR|-",
+		Short: "Inject the sidecar into Kubernetes manifests, offline",
+		Long: `Inject reads Kubernetes manifests (multi-document YAML, kind: List) and writes
+them with the Istio proxy sidecar and traffic-capture init container added to
+every pod template (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
+ReplicationController, Job, CronJob). Other kinds pass through unchanged.
+The manifests go to standard output; one line per object to standard error.
+The embedded default configuration is used unless flags override it.`,
+		Example: `  injector inject -f examples/bookinfo-reviews.yaml
+  injector inject -f app.yaml | kubectl apply -f -
+  injector inject -f app.yaml --set values.global.proxy.statusPort=0 --native-sidecars=false`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("-f FILE|DIR|- is required")
+			}
+			nativeOn, err := parseNative(native)
+			if err != nil {
+				return err
+			}
+			cfg, err := cfgFlag.load()
+			if err != nil {
+				return err
+			}
+			in, err := readInputs(file, cmd.InOrStdin())
+			if err != nil {
+				return fmt.Errorf("-f %s: %w", file, err)
+			}
+			out, reports, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
+				res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, NativeSidecars: nativeOn, Workload: wl})
+				if err != nil {
+					return nil, false, "", "", err
+				}
+				return res.Pod, res.Injected, string(res.Reason), res.Message, nil
+			})
+			if err != nil {
+				return err
+			}
+			if _, err := cmd.OutOrStdout().Write(out); err != nil {
+				return err
+			}
+			for _, r := range reports {
+				fmt.Fprintln(cmd.ErrOrStderr(), r.String())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, directory, or - for standard input")
+	cmd.Flags().StringVar(&native, "native-sidecars", "auto", "proxy as a native sidecar (init container with restartPolicy Always): auto|true|false; offline, auto means true")
+	cfgFlag.register(cmd)
+	return cmd
+}
+
+func parseNative(s string) (bool, error) {
+	switch s {
+	case "auto", "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("--native-sidecars %q: want auto, true or false", s)
+}
+
+func newUninjectCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "uninject -f FILE|DIR|-",
+		Short: "Remove an injected sidecar from Kubernetes manifests",
+		Long: `Uninject removes what injection added (containers, init containers, volumes,
+image pull secrets, labels and annotations, rewritten probes), using the
+sidecar.istio.io/status annotation that injection leaves on every pod.`,
+		Example: `  injector inject -f app.yaml | injector uninject -f -`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("-f FILE|DIR|- is required")
+			}
+			in, err := readInputs(file, cmd.InOrStdin())
+			if err != nil {
+				return fmt.Errorf("-f %s: %w", file, err)
+			}
+			out, reports, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, _ inject.Workload) (*corev1.Pod, bool, string, string, error) {
+				res, changed, err := inject.Uninject(pod)
+				if err != nil {
+					return nil, false, "", "", err
+				}
+				if !changed {
+					return pod, false, "not-injected", "not injected", nil
+				}
+				return res, true, "uninjected", "uninjected", nil
+			})
+			if err != nil {
+				return err
+			}
+			if _, err := cmd.OutOrStdout().Write(out); err != nil {
+				return err
+			}
+			for _, r := range reports {
+				line := r.String()
+				if r.Injected {
+					line = fmt.Sprintf("%s/%s: uninjected", r.Kind, r.Name)
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), line)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, directory, or - for standard input")
+	return cmd
+}

@@ -1,0 +1,559 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// Pod annotations and labels that Istio defines and Remora reads.
+const (
+	AnnotationInject               = "sidecar.istio.io/inject"
+	AnnotationStatus               = "sidecar.istio.io/status"
+	AnnotationTemplates            = "inject.istio.io/templates"
+	AnnotationIncludeOutboundCIDRs = "traffic.sidecar.istio.io/includeOutboundIPRanges"
+	AnnotationExcludeOutboundCIDRs = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
+	AnnotationIncludeInboundPorts  = "traffic.sidecar.istio.io/includeInboundPorts"
+	AnnotationExcludeInboundPorts  = "traffic.sidecar.istio.io/excludeInboundPorts"
+	AnnotationIncludeOutboundPorts = "traffic.sidecar.istio.io/includeOutboundPorts"
+	AnnotationExcludeOutboundPorts = "traffic.sidecar.istio.io/excludeOutboundPorts"
+	AnnotationExcludeInterfaces    = "traffic.sidecar.istio.io/excludeInterfaces"
+	AnnotationKubevirtInterfaces   = "traffic.sidecar.istio.io/kubevirtInterfaces"
+	AnnotationRerouteVirtualIfaces = "istio.io/reroute-virtual-interfaces"
+	AnnotationInterceptionMode     = "sidecar.istio.io/interceptionMode"
+	AnnotationStatusPort           = "status.sidecar.istio.io/port"
+	AnnotationProxyImage           = "sidecar.istio.io/proxyImage"
+	AnnotationProxyCPU             = "sidecar.istio.io/proxyCPU"
+	AnnotationProxyMemory          = "sidecar.istio.io/proxyMemory"
+	AnnotationProxyCPULimit        = "sidecar.istio.io/proxyCPULimit"
+	AnnotationProxyMemoryLimit     = "sidecar.istio.io/proxyMemoryLimit"
+	AnnotationLogLevel             = "sidecar.istio.io/logLevel"
+	AnnotationComponentLogLevel    = "sidecar.istio.io/componentLogLevel"
+	AnnotationAgentLogLevel        = "sidecar.istio.io/agentLogLevel"
+	AnnotationReadinessDelay       = "readiness.status.sidecar.istio.io/initialDelaySeconds"
+	AnnotationReadinessPeriod      = "readiness.status.sidecar.istio.io/periodSeconds"
+	AnnotationReadinessFailures    = "readiness.status.sidecar.istio.io/failureThreshold"
+	AnnotationReadinessAppPorts    = "readiness.status.sidecar.istio.io/applicationPorts"
+	AnnotationUserVolume           = "sidecar.istio.io/userVolume"
+	AnnotationUserVolumeMount      = "sidecar.istio.io/userVolumeMount"
+	AnnotationBootstrapOverride    = "sidecar.istio.io/bootstrapOverride"
+	AnnotationNativeSidecar        = "sidecar.istio.io/nativeSidecar"
+	AnnotationRewriteProbes        = "sidecar.istio.io/rewriteAppHTTPProbers"
+	AnnotationEnableCoreDump       = "sidecar.istio.io/enableCoreDump"
+	AnnotationMergeMetrics         = "prometheus.istio.io/merge-metrics"
+	AnnotationProxyConfig          = "proxy.istio.io/config"
+	AnnotationProxyOverrides       = "proxy.istio.io/overrides"
+	AnnotationConfigHash           = "remora.io/injection-hash"
+	AnnotationDefaultContainer     = "kubectl.kubernetes.io/default-container"
+	AnnotationDefaultLogsContainer = "kubectl.kubernetes.io/default-logs-container"
+
+	LabelInject            = "sidecar.istio.io/inject"
+	LabelRevision          = "istio.io/rev"
+	LabelNamespaceInject   = "istio-injection"
+	LabelTLSMode           = "security.istio.io/tlsMode"
+	LabelCanonicalName     = "service.istio.io/canonical-name"
+	LabelCanonicalRevision = "service.istio.io/canonical-revision"
+)
+
+// FieldError is one invalid annotation: its name, its value and what is
+// allowed.
+type FieldError struct {
+	Annotation string
+	Value      string
+	Allowed    string
+}
+
+func (e FieldError) Error() string {
+	v := e.Value
+	if len(v) > 120 {
+		v = v[:120] + "..."
+	}
+	return fmt.Sprintf("annotation %s=%q is invalid: %s", e.Annotation, v, e.Allowed)
+}
+
+// AnnotationError lists every invalid annotation of a pod. The pod is not
+// injected at all when it is returned.
+type AnnotationError struct {
+	Errors []FieldError
+}
+
+func (e *AnnotationError) Error() string {
+	parts := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		parts[i] = fe.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// parsed holds the validated pod annotations. Pointers and empty strings
+// mean "not set".
+type parsed struct {
+	includeCIDRs, excludeCIDRs                       *string
+	includeInPorts, excludeInPorts                   *string
+	includeOutPorts, excludeOutPorts                 *string
+	excludeInterfaces, rerouteInterfaces             *string
+	interceptionMode                                 string
+	statusPort                                       *int32
+	proxyImage                                       string
+	cpu, memory, cpuLimit, memoryLimit               *resource.Quantity
+	logLevel, componentLogLevel, agentLogLevel       string
+	readinessDelay, readinessPeriod, readinessFails  *int32
+	readinessAppPorts                                *string
+	userVolumes                                      []corev1.Volume
+	userMounts                                       []corev1.VolumeMount
+	bootstrapOverride                                string
+	nativeSidecar, rewriteProbes, mergeMetrics, core *bool
+	proxyConfig                                      *templates.ProxyConfig
+	templates                                        []string
+}
+
+type validator struct {
+	ann  map[string]string
+	errs []FieldError
+}
+
+func (v *validator) fail(name, value, allowed string) {
+	v.errs = append(v.errs, FieldError{Annotation: name, Value: value, Allowed: allowed})
+}
+
+func (v *validator) get(name string) (string, bool) {
+	s, ok := v.ann[name]
+	return s, ok
+}
+
+func (v *validator) boolean(name string) *bool {
+	s, ok := v.get(name)
+	if !ok {
+		return nil
+	}
+	b, err := parseBool(s)
+	if err != nil {
+		v.fail(name, s, "must be true or false")
+		return nil
+	}
+	return &b
+}
+
+func parseBool(s string) (bool, error) {
+	switch s {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("not a boolean: %q", s)
+}
+
+// portList validates a comma-separated list of ports (1-65535); with
+// wildcard, "*" is allowed alone. It returns the normalised list.
+func (v *validator) portList(name string, wildcard bool) *string {
+	s, ok := v.get(name)
+	if !ok {
+		return nil
+	}
+	out, err := ParsePortList(s, wildcard)
+	if err != nil {
+		allowed := "must be a comma-separated list of ports 1-65535"
+		if wildcard {
+			allowed += ", or *"
+		}
+		v.fail(name, s, allowed+": "+err.Error())
+		return nil
+	}
+	return &out
+}
+
+// ParsePortList validates a comma-separated port list and returns it
+// normalised (spaces removed). An empty list is allowed.
+func ParsePortList(s string, wildcard bool) (string, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return "", nil
+	}
+	if t == "*" {
+		if !wildcard {
+			return "", fmt.Errorf("* is not allowed here")
+		}
+		return "*", nil
+	}
+	parts := strings.Split(t, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return "", fmt.Errorf("empty entry at position %d", i+1)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("%q is not a port 1-65535", p)
+		}
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// ParseCIDRList validates a comma-separated list of CIDRs (IPv4 or IPv6;
+// bare IPs are taken as a single address); with wildcard "*" is allowed
+// alone. It returns the list normalised for istio-iptables.
+func ParseCIDRList(s string, wildcard bool) (string, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return "", nil
+	}
+	if t == "*" {
+		if !wildcard {
+			return "", fmt.Errorf("* is not allowed here")
+		}
+		return "*", nil
+	}
+	parts := strings.Split(t, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return "", fmt.Errorf("empty entry at position %d", i+1)
+		}
+		if strings.Contains(p, "/") {
+			if _, err := netip.ParsePrefix(p); err != nil {
+				return "", fmt.Errorf("%q is not a CIDR", p)
+			}
+		} else {
+			addr, err := netip.ParseAddr(p)
+			if err != nil || addr.Zone() != "" {
+				return "", fmt.Errorf("%q is not an IP address or CIDR", p)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen()).String()
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ","), nil
+}
+
+func (v *validator) cidrList(name string, wildcard bool) *string {
+	s, ok := v.get(name)
+	if !ok {
+		return nil
+	}
+	out, err := ParseCIDRList(s, wildcard)
+	if err != nil {
+		allowed := "must be a comma-separated list of CIDRs such as 10.0.0.0/8"
+		if wildcard {
+			allowed += ", or *"
+		}
+		v.fail(name, s, allowed+": "+err.Error())
+		return nil
+	}
+	return &out
+}
+
+var ifaceName = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,15}$`)
+
+func (v *validator) interfaceList(name string) *string {
+	s, ok := v.get(name)
+	if !ok {
+		return nil
+	}
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return &t
+	}
+	parts := strings.Split(t, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if !ifaceName.MatchString(p) {
+			v.fail(name, s, "must be a comma-separated list of interface names (1-15 characters of letters, digits, _ . : @ -)")
+			return nil
+		}
+		parts[i] = p
+	}
+	out := strings.Join(parts, ",")
+	return &out
+}
+
+func (v *validator) int32Range(name string, min, max int64) *int32 {
+	s, ok := v.get(name)
+	if !ok {
+		return nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 32)
+	if err != nil || n < min || n > max {
+		v.fail(name, s, fmt.Sprintf("must be a whole number from %d to %d", min, max))
+		return nil
+	}
+	r := int32(n)
+	return &r
+}
+
+func (v *validator) quantity(name string) *resource.Quantity {
+	s, ok := v.get(name)
+	if !ok {
+		return nil
+	}
+	q, err := resource.ParseQuantity(strings.TrimSpace(s))
+	if err != nil {
+		v.fail(name, s, "must be a Kubernetes quantity such as 100m, 1, 128Mi or 1Gi")
+		return nil
+	}
+	if q.Sign() < 0 {
+		v.fail(name, s, "must not be negative")
+		return nil
+	}
+	return &q
+}
+
+// Envoy's log levels.
+var envoyLevels = map[string]bool{
+	"trace": true, "debug": true, "info": true, "warning": true, "warn": true,
+	"error": true, "critical": true, "off": true,
+}
+
+// The agent's (Istio's logging scopes) levels.
+var agentLevels = map[string]bool{
+	"debug": true, "info": true, "warn": true, "error": true, "fatal": true, "none": true,
+}
+
+func (v *validator) level(name string) string {
+	s, ok := v.get(name)
+	if !ok {
+		return ""
+	}
+	if !envoyLevels[s] {
+		v.fail(name, s, "must be one of trace, debug, info, warning, warn, error, critical, off")
+		return ""
+	}
+	return s
+}
+
+var componentName = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// scopedLevels validates "name:level,name:level" (and, with bareAllowed, a
+// bare level that applies to the default scope).
+func (v *validator) scopedLevels(name string, levels map[string]bool, bareAllowed bool, allowedText string) string {
+	s, ok := v.get(name)
+	if !ok {
+		return ""
+	}
+	t := strings.TrimSpace(s)
+	if t == "" {
+		v.fail(name, s, allowedText)
+		return ""
+	}
+	for _, part := range strings.Split(t, ",") {
+		comp, lvl, found := strings.Cut(strings.TrimSpace(part), ":")
+		if !found {
+			if bareAllowed && levels[comp] {
+				continue
+			}
+			v.fail(name, s, allowedText)
+			return ""
+		}
+		if !componentName.MatchString(comp) || !levels[lvl] {
+			v.fail(name, s, allowedText)
+			return ""
+		}
+	}
+	return t
+}
+
+// parseAnnotations validates every annotation the engine reads and returns
+// them typed, or an *AnnotationError naming each bad one.
+func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, error) {
+	v := &validator{ann: ann}
+	p := &parsed{}
+	p.includeCIDRs = v.cidrList(AnnotationIncludeOutboundCIDRs, true)
+	p.excludeCIDRs = v.cidrList(AnnotationExcludeOutboundCIDRs, false)
+	p.includeInPorts = v.portList(AnnotationIncludeInboundPorts, true)
+	p.excludeInPorts = v.portList(AnnotationExcludeInboundPorts, false)
+	p.includeOutPorts = v.portList(AnnotationIncludeOutboundPorts, false)
+	p.excludeOutPorts = v.portList(AnnotationExcludeOutboundPorts, false)
+	p.excludeInterfaces = v.interfaceList(AnnotationExcludeInterfaces)
+	if p.rerouteInterfaces = v.interfaceList(AnnotationRerouteVirtualIfaces); p.rerouteInterfaces == nil {
+		p.rerouteInterfaces = v.interfaceList(AnnotationKubevirtInterfaces)
+	}
+	if s, ok := v.get(AnnotationInterceptionMode); ok {
+		switch s {
+		case "REDIRECT", "TPROXY", "NONE":
+			p.interceptionMode = s
+		default:
+			v.fail(AnnotationInterceptionMode, s, "must be one of REDIRECT, TPROXY, NONE")
+		}
+	}
+	p.statusPort = v.int32Range(AnnotationStatusPort, 0, 65535)
+	if s, ok := v.get(AnnotationProxyImage); ok {
+		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, " \t\n") {
+			v.fail(AnnotationProxyImage, s, "must be a container image reference without spaces")
+		} else {
+			p.proxyImage = s
+		}
+	}
+	p.cpu = v.quantity(AnnotationProxyCPU)
+	p.memory = v.quantity(AnnotationProxyMemory)
+	p.cpuLimit = v.quantity(AnnotationProxyCPULimit)
+	p.memoryLimit = v.quantity(AnnotationProxyMemoryLimit)
+	if p.cpu != nil && p.cpuLimit != nil && p.cpuLimit.Cmp(*p.cpu) < 0 {
+		v.fail(AnnotationProxyCPULimit, ann[AnnotationProxyCPULimit], "must not be below "+AnnotationProxyCPU+"="+ann[AnnotationProxyCPU])
+	}
+	if p.memory != nil && p.memoryLimit != nil && p.memoryLimit.Cmp(*p.memory) < 0 {
+		v.fail(AnnotationProxyMemoryLimit, ann[AnnotationProxyMemoryLimit], "must not be below "+AnnotationProxyMemory+"="+ann[AnnotationProxyMemory])
+	}
+	p.logLevel = v.level(AnnotationLogLevel)
+	p.componentLogLevel = v.scopedLevels(AnnotationComponentLogLevel, envoyLevels, false,
+		"must be a comma-separated list of component:level, levels trace, debug, info, warning, warn, error, critical, off")
+	p.agentLogLevel = v.scopedLevels(AnnotationAgentLogLevel, agentLevels, true,
+		"must be a level or a comma-separated list of scope:level, levels debug, info, warn, error, fatal, none")
+	p.readinessDelay = v.int32Range(AnnotationReadinessDelay, 0, 1<<31-1)
+	p.readinessPeriod = v.int32Range(AnnotationReadinessPeriod, 1, 1<<31-1)
+	p.readinessFails = v.int32Range(AnnotationReadinessFailures, 1, 1<<31-1)
+	p.readinessAppPorts = v.portList(AnnotationReadinessAppPorts, true)
+	p.userVolumes = parseUserVolumes(v)
+	p.userMounts = parseUserMounts(v)
+	if s, ok := v.get(AnnotationBootstrapOverride); ok {
+		if !dns1123.MatchString(s) {
+			v.fail(AnnotationBootstrapOverride, s, "must be the name of a ConfigMap (a DNS-1123 subdomain)")
+		} else {
+			p.bootstrapOverride = s
+		}
+	}
+	p.nativeSidecar = v.boolean(AnnotationNativeSidecar)
+	p.rewriteProbes = v.boolean(AnnotationRewriteProbes)
+	p.mergeMetrics = v.boolean(AnnotationMergeMetrics)
+	p.core = v.boolean(AnnotationEnableCoreDump)
+	if s, ok := v.get(AnnotationProxyConfig); ok {
+		pc, err := templates.ParseProxyConfig([]byte(s))
+		if err != nil {
+			v.fail(AnnotationProxyConfig, s, "must be a ProxyConfig in YAML or JSON with known fields of the right types: "+err.Error())
+		} else {
+			p.proxyConfig = &pc
+		}
+	}
+	if s, ok := v.get(AnnotationTemplates); ok {
+		for _, name := range strings.Split(s, ",") {
+			name = strings.TrimSpace(name)
+			if _, exists := cfg.Templates[name]; !exists {
+				names := make([]string, 0, len(cfg.Templates))
+				for n := range cfg.Templates {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				v.fail(AnnotationTemplates, s, fmt.Sprintf("template %q does not exist; known templates: %s", name, strings.Join(names, ", ")))
+				break
+			}
+			p.templates = append(p.templates, name)
+		}
+	}
+	if s, ok := v.get(AnnotationInject); ok {
+		if _, err := parseBool(s); err != nil {
+			v.fail(AnnotationInject, s, "must be true or false")
+		}
+	}
+	if len(v.errs) > 0 {
+		return nil, &AnnotationError{Errors: v.errs}
+	}
+	return p, nil
+}
+
+var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+func decodeStrict(s string, into any) error {
+	return yaml.UnmarshalStrict([]byte(s), into)
+}
+
+func parseUserVolumes(v *validator) []corev1.Volume {
+	s, ok := v.get(AnnotationUserVolume)
+	if !ok {
+		return nil
+	}
+	const allowed = `must be a JSON object of volume name to volume source, such as {"data":{"emptyDir":{}}}`
+	var m map[string]corev1.VolumeSource
+	if err := decodeStrict(s, &m); err != nil {
+		// Istio also accepts a list of volumes.
+		var l []corev1.Volume
+		if err2 := decodeStrict(s, &l); err2 != nil {
+			v.fail(AnnotationUserVolume, s, allowed+": "+err.Error())
+			return nil
+		}
+		for _, vol := range l {
+			if !dns1123Label(vol.Name) {
+				v.fail(AnnotationUserVolume, s, fmt.Sprintf("volume name %q must be a DNS-1123 label", vol.Name))
+				return nil
+			}
+		}
+		return l
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]corev1.Volume, 0, len(m))
+	for _, n := range names {
+		if !dns1123Label(n) {
+			v.fail(AnnotationUserVolume, s, fmt.Sprintf("volume name %q must be a DNS-1123 label", n))
+			return nil
+		}
+		out = append(out, corev1.Volume{Name: n, VolumeSource: m[n]})
+	}
+	return out
+}
+
+func parseUserMounts(v *validator) []corev1.VolumeMount {
+	s, ok := v.get(AnnotationUserVolumeMount)
+	if !ok {
+		return nil
+	}
+	const allowed = `must be a JSON object of volume name to mount, such as {"data":{"mountPath":"/data"}}`
+	var m map[string]corev1.VolumeMount
+	if err := decodeStrict(s, &m); err != nil {
+		var l []corev1.VolumeMount
+		if err2 := decodeStrict(s, &l); err2 != nil {
+			v.fail(AnnotationUserVolumeMount, s, allowed+": "+err.Error())
+			return nil
+		}
+		for _, vm := range l {
+			if vm.Name == "" || vm.MountPath == "" {
+				v.fail(AnnotationUserVolumeMount, s, "every mount needs a name and a mountPath")
+				return nil
+			}
+		}
+		return l
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]corev1.VolumeMount, 0, len(m))
+	for _, n := range names {
+		vm := m[n]
+		if vm.Name == "" {
+			vm.Name = n
+		}
+		if vm.MountPath == "" || !strings.HasPrefix(vm.MountPath, "/") {
+			v.fail(AnnotationUserVolumeMount, s, fmt.Sprintf("mount %q needs an absolute mountPath", n))
+			return nil
+		}
+		out = append(out, vm)
+	}
+	return out
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+func dns1123Label(s string) bool { return len(s) <= 63 && dnsLabel.MatchString(s) }
+
+// mustJSON marshals values that cannot fail to marshal (plain structs).
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "{}"
+	}
+	return string(b)
+}

@@ -1,0 +1,476 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// Names of what the default template injects.
+const (
+	ProxyContainerName      = "istio-proxy"
+	InitContainerName       = "istio-init"
+	ValidationContainerName = "istio-validation"
+	// EnvoyReadinessPort is where Envoy reports readiness (/healthz/ready).
+	EnvoyReadinessPort = 15021
+	// EnvoyPrometheusPort is Envoy's own metrics port.
+	EnvoyPrometheusPort = 15090
+	// DefaultRevision is the revision name when values set none.
+	DefaultRevision = "default"
+)
+
+// IgnoredNamespaces are never injected, whatever their labels say.
+var IgnoredNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
+
+// Request is the input of Inject.
+type Request struct {
+	// Pod is the pod (or a workload's pod template as a pod). Inject does
+	// not modify it.
+	Pod *corev1.Pod
+	// Namespace is the pod's namespace; pods created by controllers arrive
+	// without one, so the webhook passes the request's namespace.
+	Namespace string
+	// NamespaceLabels are the namespace's labels. Nil means offline
+	// injection (the CLI): the namespace's selection is not checked.
+	NamespaceLabels map[string]string
+	// OwnNamespace is the injector's own namespace, never injected.
+	OwnNamespace string
+	// Config is the loaded configuration.
+	Config *templates.Config
+	// NativeSidecars says whether the cluster supports native sidecars
+	// (init containers with restartPolicy Always); the values' "auto" is
+	// resolved to this. Values "true"/"false" and the pod annotation win.
+	NativeSidecars bool
+	// Workload names the pod's owning workload; when empty it is derived
+	// from the pod's owner references and generateName.
+	Workload Workload
+}
+
+// Workload identifies a pod's owning workload.
+type Workload struct {
+	// APIVersion and Kind of the workload, such as apps/v1 Deployment.
+	APIVersion, Kind string
+	// Name of the workload.
+	Name string
+}
+
+// Inject decides whether the pod is to be injected and, if so, returns the
+// injected copy. An *AnnotationError is returned when an annotation is
+// invalid; nothing is injected then.
+func Inject(req Request) (Result, error) {
+	pod := req.Pod
+	if pod == nil {
+		return Result{}, fmt.Errorf("no pod")
+	}
+	if req.Config == nil {
+		return Result{}, fmt.Errorf("no configuration")
+	}
+	ns := req.Namespace
+	if ns == "" {
+		ns = pod.Namespace
+	}
+	if reason, msg, skip := policy(req, ns); skip {
+		return Result{Pod: pod, Reason: reason, Message: msg}, nil
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return Result{Pod: pod, Reason: ReasonNoContainers, Message: "the pod has no containers to inject into"}, nil
+	}
+	p, err := parseAnnotations(pod.Annotations, req.Config)
+	if err != nil {
+		return Result{Pod: pod, Reason: ReasonInvalidAnnotations, Message: err.Error()}, err
+	}
+	out, err := build(req, ns, p)
+	if err != nil {
+		return Result{Pod: pod, Reason: ReasonInvalidAnnotations, Message: err.Error()}, err
+	}
+	return Result{Pod: out, Injected: true, Reason: ReasonInjected, Message: "injected " + ProxyContainerName}, nil
+}
+
+// revision is the revision this configuration serves.
+func revision(cfg *templates.Config) string {
+	if cfg.Settings.Revision != "" {
+		return cfg.Settings.Revision
+	}
+	return DefaultRevision
+}
+
+func explicitInject(pod *corev1.Pod) (value string, set bool) {
+	if v, ok := pod.Labels[LabelInject]; ok {
+		return v, true
+	}
+	if v, ok := pod.Annotations[AnnotationInject]; ok {
+		return v, true
+	}
+	return "", false
+}
+
+// policy returns whether to skip the pod, and why.
+func policy(req Request, ns string) (Reason, string, bool) {
+	pod := req.Pod
+	if _, ok := pod.Annotations[AnnotationStatus]; ok {
+		return ReasonAlreadyInjected, "the pod already carries " + AnnotationStatus, true
+	}
+	if slices.Contains(IgnoredNamespaces, ns) || (req.OwnNamespace != "" && ns == req.OwnNamespace) {
+		return ReasonIgnoredNamespace, fmt.Sprintf("namespace %q is never injected", ns), true
+	}
+	if pod.Spec.HostNetwork {
+		return ReasonHostNetwork, "pods with hostNetwork share the node's network and are never injected", true
+	}
+	explicit, set := explicitInject(pod)
+	if set && explicit == "false" {
+		return ReasonPodOptOut, fmt.Sprintf("the pod sets %s=false", LabelInject), true
+	}
+	cfg := req.Config
+	rev := revision(cfg)
+	if req.NamespaceLabels != nil {
+		nsInject := req.NamespaceLabels[LabelNamespaceInject]
+		nsRev, nsHasRev := req.NamespaceLabels[LabelRevision]
+		podRev, podHasRev := pod.Labels[LabelRevision]
+		switch {
+		case nsInject == "disabled":
+			return ReasonNamespaceDisabled, fmt.Sprintf("namespace %q has %s=disabled", ns, LabelNamespaceInject), true
+		case nsInject == "enabled":
+			if rev != DefaultRevision && !(podHasRev && podRev == rev) {
+				return ReasonOtherRevision, fmt.Sprintf("namespace %q is enabled for the default revision, this injector serves %q", ns, rev), true
+			}
+		case nsHasRev:
+			if nsRev != rev {
+				return ReasonOtherRevision, fmt.Sprintf("namespace %q selects revision %q, this injector serves %q", ns, nsRev, rev), true
+			}
+		case podHasRev:
+			if podRev != rev {
+				return ReasonOtherRevision, fmt.Sprintf("the pod selects revision %q, this injector serves %q", podRev, rev), true
+			}
+		case set && explicit == "true":
+		case cfg.Settings.EnableNamespacesByDefault:
+		default:
+			return ReasonNamespaceNotLabel, fmt.Sprintf("namespace %q is not labelled %s=enabled or %s=%s", ns, LabelNamespaceInject, LabelRevision, rev), true
+		}
+	}
+	if set && explicit == "true" {
+		return "", "", false
+	}
+	podLabels := labels.Set(pod.Labels)
+	for _, s := range cfg.Settings.NeverInjectSelector {
+		if s.Matches(podLabels) {
+			for _, a := range cfg.Settings.AlwaysInjectSelector {
+				if a.Matches(podLabels) {
+					return "", "", false
+				}
+			}
+			return ReasonNeverInjectLabel, fmt.Sprintf("the pod's labels match neverInjectSelector %q", s.String()), true
+		}
+	}
+	return "", "", false
+}
+
+// build computes the injected pod.
+func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
+	cfg := req.Config
+	s := &cfg.Settings
+	orig := req.Pod
+
+	proxyCfg := cfg.Mesh.DefaultConfig
+	userProxyCfg := cfg.UserProxyConfig
+	if p.proxyConfig != nil {
+		var err error
+		if proxyCfg, err = templates.MergeProxyConfig(proxyCfg, *p.proxyConfig); err != nil {
+			return nil, err
+		}
+		if userProxyCfg, err = templates.MergeProxyConfig(userProxyCfg, *p.proxyConfig); err != nil {
+			return nil, err
+		}
+	}
+
+	native := req.NativeSidecars
+	switch s.NativeSidecars {
+	case "true":
+		native = true
+	case "false":
+		native = false
+	}
+	if p.nativeSidecar != nil {
+		native = *p.nativeSidecar
+	}
+
+	mode := "REDIRECT"
+	if proxyCfg.InterceptionMode != "" {
+		mode = proxyCfg.InterceptionMode
+	}
+	if p.interceptionMode != "" {
+		mode = p.interceptionMode
+	}
+
+	statusPort := s.StatusPort
+	if p.statusPort != nil {
+		statusPort = *p.statusPort
+	}
+	if proxyCfg.StatusPort != nil && p.statusPort == nil && *proxyCfg.StatusPort != 0 {
+		statusPort = *proxyCfg.StatusPort
+	}
+	if err := checkPortCollisions(orig, statusPort); err != nil {
+		return nil, err
+	}
+
+	hold := s.HoldApplication
+	if proxyCfg.HoldApplicationUntilProxyStarts != nil {
+		hold = *proxyCfg.HoldApplicationUntilProxyStarts
+	}
+
+	wl := req.Workload
+	if wl.Name == "" {
+		wl = deriveWorkload(orig)
+	}
+	if ns == "" {
+		ns = "default"
+	}
+
+	appContainers := make([]string, 0, len(orig.Spec.Containers))
+	for _, c := range orig.Spec.Containers {
+		if c.Name != ProxyContainerName {
+			appContainers = append(appContainers, c.Name)
+		}
+	}
+
+	rewrite := s.RewriteAppProbes
+	if p.rewriteProbes != nil {
+		rewrite = *p.rewriteProbes
+	}
+	if statusPort == 0 {
+		rewrite = false
+	}
+
+	data := &templates.Data{
+		TypeMeta:       metav1.TypeMeta{APIVersion: wl.APIVersion, Kind: wl.Kind},
+		DeploymentMeta: templates.WorkloadMeta{Name: wl.Name, Namespace: ns},
+		ObjectMeta:     orig.ObjectMeta,
+		Spec:           orig.Spec,
+		ProxyConfig:    proxyCfg,
+		MeshConfig:     cfg.Mesh,
+		Values:         cfg.Values,
+		Revision:       revision(cfg),
+		NativeSidecar:  native,
+		ProxyImage:     s.ProxyImage,
+		ProxyUID:       s.ProxyUID,
+		ProxyGID:       s.ProxyGID,
+	}
+	if p.proxyImage != "" {
+		data.ProxyImage = p.proxyImage
+	}
+
+	proxy, err := buildProxy(req, p, proxyCfg, userProxyCfg, proxyBuild{
+		ns: ns, wl: wl, mode: mode, statusPort: statusPort, native: native,
+		hold: hold, appContainers: appContainers, image: data.ProxyImage,
+	})
+	if err != nil {
+		return nil, err
+	}
+	data.Proxy = proxy
+	data.Init = buildInit(s, p, proxyCfg, mode, statusPort, orig)
+	data.Volumes = buildVolumes(p)
+	for _, name := range s.ImagePullSecrets {
+		data.ImagePullSecrets = append(data.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+	}
+	data.Labels, data.Annotations = podMetadata(orig, s, wl, mode, p)
+	if len(s.PodDNSSearchNamespaces) > 0 {
+		data.DNSConfig = &corev1.PodDNSConfig{Searches: s.PodDNSSearchNamespaces}
+	}
+
+	// Render the templates and merge each into the pod.
+	names := p.templates
+	if len(names) == 0 {
+		names = cfg.DefaultTemplates
+	}
+	current, err := json.Marshal(orig)
+	if err != nil {
+		return nil, fmt.Errorf("encoding pod: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		// Templates written for Istio may reference values as
+		// interpolated template text; render the values' strings that
+		// contain template actions first (podDNSSearchNamespaces).
+		rendered, err := cfg.Render(name, data)
+		if err != nil {
+			return nil, err
+		}
+		patch, err := yaml.YAMLToJSON(rendered)
+		if err != nil {
+			return nil, fmt.Errorf("template %q produced invalid YAML: %w", name, err)
+		}
+		if current, err = strategicpatch.StrategicMergePatch(current, patch, corev1.Pod{}); err != nil {
+			return nil, fmt.Errorf("merging template %q into the pod: %w", name, err)
+		}
+	}
+	out := &corev1.Pod{}
+	if err := json.Unmarshal(current, out); err != nil {
+		return nil, fmt.Errorf("decoding injected pod: %w", err)
+	}
+
+	reorder(out, orig, native, hold)
+	reapplyOverrides(out, orig, native)
+	if rewrite {
+		rewriteProbes(out, statusPort, native)
+	}
+	if err := finish(out, orig, cfg, native, statusPort); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkPortCollisions refuses a status port that an app container already
+// uses, or one of the proxy's own ports.
+func checkPortCollisions(pod *corev1.Pod, statusPort int32) error {
+	if statusPort == 0 {
+		return nil
+	}
+	if statusPort == EnvoyReadinessPort || statusPort == EnvoyPrometheusPort || statusPort == 15001 || statusPort == 15006 || statusPort == 15000 {
+		return &AnnotationError{Errors: []FieldError{{
+			Annotation: AnnotationStatusPort, Value: fmt.Sprint(statusPort),
+			Allowed: "must not be one of the proxy's own ports 15000, 15001, 15006, 15021, 15090",
+		}}}
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == ProxyContainerName {
+			continue
+		}
+		for _, cp := range c.Ports {
+			if cp.ContainerPort == statusPort {
+				return &AnnotationError{Errors: []FieldError{{
+					Annotation: AnnotationStatusPort, Value: fmt.Sprint(statusPort),
+					Allowed: fmt.Sprintf("collides with port %d of container %q; choose another status port", statusPort, c.Name),
+				}}}
+			}
+		}
+	}
+	return nil
+}
+
+// deriveWorkload finds the workload that owns a pod: a ReplicaSet's pod
+// belongs to its Deployment, a Job's to its CronJob when the name says so.
+func deriveWorkload(pod *corev1.Pod) Workload {
+	for _, ref := range pod.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		wl := Workload{APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name}
+		switch ref.Kind {
+		case "ReplicaSet":
+			if hash := pod.Labels["pod-template-hash"]; hash != "" && strings.HasSuffix(ref.Name, "-"+hash) {
+				return Workload{APIVersion: "apps/v1", Kind: "Deployment", Name: strings.TrimSuffix(ref.Name, "-"+hash)}
+			}
+		case "Job":
+			// CronJob-created Jobs are named <cronjob>-<scheduled time>.
+			if i := strings.LastIndex(ref.Name, "-"); i > 0 && isDigits(ref.Name[i+1:]) && len(ref.Name[i+1:]) >= 8 {
+				return Workload{APIVersion: "batch/v1", Kind: "CronJob", Name: ref.Name[:i]}
+			}
+		}
+		return wl
+	}
+	name := pod.Name
+	if name == "" {
+		name = strings.TrimSuffix(pod.GenerateName, "-")
+	}
+	return Workload{APIVersion: "v1", Kind: "Pod", Name: name}
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// ownerURI is ISTIO_META_OWNER: kubernetes://apis/<group/version>/namespaces/<ns>/<kind plural>/<name>.
+func ownerURI(wl Workload, ns string) string {
+	kind := strings.ToLower(wl.Kind)
+	plural := kind + "s"
+	if strings.HasSuffix(kind, "s") {
+		plural = kind + "es"
+	}
+	return "kubernetes://apis/" + wl.APIVersion + "/namespaces/" + ns + "/" + plural + "/" + wl.Name
+}
+
+// podMetadata returns the labels and annotations to add.
+func podMetadata(pod *corev1.Pod, s *templates.Settings, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
+	lbl := map[string]string{
+		LabelTLSMode:           "istio",
+		LabelCanonicalName:     canonicalName(pod, wl),
+		LabelCanonicalRevision: canonicalRevision(pod),
+	}
+	if v, ok := pod.Labels[LabelTLSMode]; ok {
+		lbl[LabelTLSMode] = v
+	}
+	if s.Network != "" {
+		lbl["topology.istio.io/network"] = s.Network
+	}
+	ann := map[string]string{
+		LabelRevision: revisionFromSettings(s),
+	}
+	for k, v := range s.InjectedAnnotations {
+		ann[k] = v
+	}
+	if s.CNIEnabled {
+		ann[AnnotationInterceptionMode] = mode
+	}
+	return lbl, ann
+}
+
+func revisionFromSettings(s *templates.Settings) string {
+	if s.Revision != "" {
+		return s.Revision
+	}
+	return DefaultRevision
+}
+
+func canonicalName(pod *corev1.Pod, wl Workload) string {
+	for _, k := range []string{LabelCanonicalName, "app.kubernetes.io/name", "app"} {
+		if v := pod.Labels[k]; v != "" {
+			return v
+		}
+	}
+	return wl.Name
+}
+
+func canonicalRevision(pod *corev1.Pod) string {
+	for _, k := range []string{LabelCanonicalRevision, "app.kubernetes.io/version", "version"} {
+		if v := pod.Labels[k]; v != "" {
+			return v
+		}
+	}
+	return "latest"
+}
+
+// quantityString formats a quantity canonically (4000m becomes 4).
+func quantityString(q resource.Quantity) string {
+	return q.String()
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,108 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Uninject removes what injection added to a pod, using its
+// sidecar.istio.io/status annotation, and restores the rewritten probes. It
+// reports false when the pod was not injected.
+func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
+	raw, ok := pod.Annotations[AnnotationStatus]
+	if !ok {
+		return pod, false, nil
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return nil, false, fmt.Errorf("annotation %s=%q is not valid JSON: %w", AnnotationStatus, raw, err)
+	}
+	out := pod.DeepCopy()
+	var probers map[string]prober
+	var promAnn map[string]string
+	if proxy := findProxy(out); proxy != nil {
+		for _, e := range proxy.Env {
+			switch e.Name {
+			case AppProbersEnv:
+				_ = json.Unmarshal([]byte(e.Value), &probers)
+			case "ISTIO_PROMETHEUS_ANNOTATIONS":
+				_ = json.Unmarshal([]byte(e.Value), &promAnn)
+			}
+		}
+	}
+	drop := func(list []string) func(corev1.Container) bool {
+		return func(c corev1.Container) bool { return slices.Contains(list, c.Name) }
+	}
+	out.Spec.InitContainers = slices.DeleteFunc(out.Spec.InitContainers, drop(st.InitContainers))
+	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, drop(st.Containers))
+	// A native proxy is listed with the init containers but may sit in
+	// either list after a user edit.
+	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, func(c corev1.Container) bool {
+		return c.Name == ProxyContainerName
+	})
+	out.Spec.Volumes = slices.DeleteFunc(out.Spec.Volumes, func(v corev1.Volume) bool {
+		return slices.Contains(st.Volumes, v.Name)
+	})
+	out.Spec.ImagePullSecrets = slices.DeleteFunc(out.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) bool {
+		return slices.Contains(st.ImagePullSecrets, r.Name)
+	})
+	if len(out.Spec.InitContainers) == 0 {
+		out.Spec.InitContainers = nil
+	}
+	if len(out.Spec.Volumes) == 0 {
+		out.Spec.Volumes = nil
+	}
+	if len(out.Spec.ImagePullSecrets) == 0 {
+		out.Spec.ImagePullSecrets = nil
+	}
+	restoreProbes(out, probers)
+
+	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, LabelRevision,
+		AnnotationDefaultContainer, AnnotationDefaultLogsContainer, promScrape, promPort, promPath} {
+		delete(out.Annotations, k)
+	}
+	for k, v := range promAnn {
+		out.Annotations["prometheus.io/"+k] = v
+	}
+	for _, k := range []string{LabelTLSMode, LabelCanonicalName, LabelCanonicalRevision, "topology.istio.io/network"} {
+		delete(out.Labels, k)
+	}
+	if len(out.Annotations) == 0 {
+		out.Annotations = nil
+	}
+	if len(out.Labels) == 0 {
+		out.Labels = nil
+	}
+	return out, true, nil
+}
+
+func restoreProbes(pod *corev1.Pod, probers map[string]prober) {
+	if len(probers) == 0 {
+		return
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+			if p == nil || p.HTTPGet == nil {
+				continue
+			}
+			if orig, ok := probers[p.HTTPGet.Path]; ok && strings.HasPrefix(p.HTTPGet.Path, "/app-health/") {
+				p.ProbeHandler = corev1.ProbeHandler{HTTPGet: orig.HTTPGet, TCPSocket: orig.TCPSocket, GRPC: orig.GRPC}
+			}
+		}
+		if c.Lifecycle != nil {
+			for _, h := range []**corev1.LifecycleHandler{&c.Lifecycle.PostStart, &c.Lifecycle.PreStop} {
+				if *h == nil || (*h).HTTPGet == nil {
+					continue
+				}
+				if orig, ok := probers[(*h).HTTPGet.Path]; ok {
+					*h = &corev1.LifecycleHandler{HTTPGet: orig.HTTPGet, TCPSocket: orig.TCPSocket}
+				}
+			}
+		}
+	}
+}

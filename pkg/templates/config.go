@@ -1,0 +1,620 @@
+package templates
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/template"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+//go:embed default/values.yaml default/mesh.yaml default/*.tmpl
+var defaultFS embed.FS
+
+// File names read from a configuration directory (a mounted ConfigMap).
+const (
+	// ValuesFile holds Istio-style injector values, overlaid on the defaults.
+	ValuesFile = "values.yaml"
+	// MeshFile holds the mesh config, overlaid on the defaults.
+	MeshFile = "mesh.yaml"
+	// TemplateSuffix marks a template file; its base name is the template name.
+	TemplateSuffix = ".tmpl"
+)
+
+// Sources are the raw inputs of a Config. Empty fields keep the embedded
+// defaults.
+type Sources struct {
+	// Values is YAML with Istio's injector value names (global.*,
+	// sidecarInjectorWebhook.*), deep-merged over the embedded defaults.
+	Values []byte
+	// Mesh is a YAML MeshConfig, deep-merged over the embedded defaults.
+	Mesh []byte
+	// Templates adds or replaces templates by name.
+	Templates map[string]string
+
+	valueSets map[string]any
+	meshSets  map[string]any
+}
+
+// Config is a parsed and validated injection configuration. It is immutable
+// once built; a reload builds a new one.
+type Config struct {
+	// Values are the merged Istio-style values, as templates see them.
+	Values map[string]any
+	// Settings are the values injection reads, typed and validated.
+	Settings Settings
+	// Mesh is the merged mesh config.
+	Mesh MeshConfig
+	// UserProxyConfig holds the defaultConfig fields the user set (not the
+	// built-in defaults); the proxy receives them in PROXY_CONFIG.
+	UserProxyConfig ProxyConfig
+	// Templates are the parsed templates by name.
+	Templates map[string]*template.Template
+	// DefaultTemplates are applied when a pod names none.
+	DefaultTemplates []string
+	// Hash identifies the effective configuration (all inputs), so that
+	// injected pods can record what they were injected with.
+	Hash string
+}
+
+// Settings are the typed injector values.
+type Settings struct {
+	Revision                  string
+	Hub                       string
+	Tag                       string
+	ProxyImage                string
+	ProxyInitImage            string
+	ImagePullPolicy           corev1.PullPolicy
+	ImagePullSecrets          []string
+	ClusterDomain             string
+	ClusterID                 string
+	MeshID                    string
+	Network                   string
+	CAAddress                 string
+	PilotCertProvider         string
+	LogLevel                  string
+	ComponentLogLevel         string
+	AgentLogLevel             string
+	LogAsJSON                 bool
+	StatusPort                int32
+	ReadinessInitialDelay     int32
+	ReadinessPeriod           int32
+	ReadinessFailureThreshold int32
+	StartupProbeEnabled       bool
+	StartupFailureThreshold   int32
+	IncludeIPRanges           string
+	ExcludeIPRanges           string
+	IncludeOutboundPorts      string
+	ExcludeOutboundPorts      string
+	IncludeInboundPorts       string
+	ExcludeInboundPorts       string
+	ExcludeInterfaces         string
+	HoldApplication           bool
+	Privileged                bool
+	EnableCoreDump            bool
+	ProxyUID                  int64
+	ProxyGID                  int64
+	ProxyResources            corev1.ResourceRequirements
+	InitResources             corev1.ResourceRequirements
+	NativeSidecars            string
+	RewriteAppProbes          bool
+	EnableNamespacesByDefault bool
+	NeverInjectSelector       []labels.Selector
+	AlwaysInjectSelector      []labels.Selector
+	InjectedAnnotations       map[string]string
+	CNIEnabled                bool
+	CNIProvider               string
+	MountMTLSCerts            bool
+	PodDNSSearchNamespaces    []string
+}
+
+// Default returns the embedded default configuration.
+func Default() (*Config, error) { return Load(Sources{}) }
+
+// MustDefault returns the embedded default configuration and panics if it is
+// invalid, which only a broken build can cause. For tests and benchmarks.
+func MustDefault() *Config {
+	c, err := Default()
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// LoadDir loads a configuration directory: values.yaml, mesh.yaml and
+// *.tmpl files, each optional. Hidden files and ConfigMap bookkeeping
+// entries (..data) are ignored.
+func LoadDir(dir string) (*Config, error) {
+	src := Sources{Templates: map[string]string{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading config directory: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		if st, err := os.Stat(path); err != nil || st.IsDir() {
+			continue
+		}
+		switch {
+		case name == ValuesFile:
+			if src.Values, err = os.ReadFile(path); err != nil {
+				return nil, fmt.Errorf("reading %s: %w", path, err)
+			}
+		case name == MeshFile:
+			if src.Mesh, err = os.ReadFile(path); err != nil {
+				return nil, fmt.Errorf("reading %s: %w", path, err)
+			}
+		case strings.HasSuffix(name, TemplateSuffix):
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("reading %s: %w", path, err)
+			}
+			src.Templates[strings.TrimSuffix(name, TemplateSuffix)] = string(b)
+		}
+	}
+	return Load(src)
+}
+
+// Load builds and validates a Config from sources over the embedded defaults.
+func Load(src Sources) (*Config, error) {
+	values, err := readYAMLMap(defaultFS, "default/values.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("embedded values: %w", err)
+	}
+	if len(src.Values) > 0 {
+		var user map[string]any
+		if err := yaml.Unmarshal(src.Values, &user); err != nil {
+			return nil, fmt.Errorf("values: %w", err)
+		}
+		// Accept an IstioOperator-style wrapper (spec.values) as well.
+		if spec, ok := user["spec"].(map[string]any); ok {
+			if v, ok := spec["values"].(map[string]any); ok {
+				user = v
+			}
+		}
+		deepMerge(values, user)
+	}
+	if src.valueSets != nil {
+		deepMerge(values, src.valueSets)
+	}
+
+	meshMap, err := readYAMLMap(defaultFS, "default/mesh.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("embedded mesh config: %w", err)
+	}
+	var userProxy ProxyConfig
+	if len(src.Mesh) > 0 || src.meshSets != nil {
+		user := map[string]any{}
+		if err := yaml.Unmarshal(src.Mesh, &user); err != nil {
+			return nil, fmt.Errorf("mesh config: %w", err)
+		}
+		if user == nil {
+			user = map[string]any{}
+		}
+		deepMerge(user, src.meshSets)
+		deepMerge(meshMap, user)
+		if dc, ok := user["defaultConfig"]; ok {
+			b, _ := json.Marshal(dc)
+			if userProxy, err = ParseProxyConfig(b); err != nil {
+				return nil, fmt.Errorf("mesh config defaultConfig: %w", err)
+			}
+		}
+	}
+	// values.meshConfig is Istio's other way to set the mesh config.
+	if vm, ok := values["meshConfig"].(map[string]any); ok && len(vm) > 0 {
+		deepMerge(meshMap, vm)
+		if dc, ok := vm["defaultConfig"]; ok {
+			b, _ := json.Marshal(dc)
+			pc, err := ParseProxyConfig(b)
+			if err != nil {
+				return nil, fmt.Errorf("values meshConfig.defaultConfig: %w", err)
+			}
+			if userProxy, err = MergeProxyConfig(userProxy, pc); err != nil {
+				return nil, err
+			}
+		}
+	}
+	meshJSON, err := json.Marshal(meshMap)
+	if err != nil {
+		return nil, fmt.Errorf("mesh config: %w", err)
+	}
+	mesh, err := ParseMeshConfig(meshJSON)
+	if err != nil {
+		return nil, fmt.Errorf("mesh config: %w", err)
+	}
+
+	settings, err := parseSettings(values)
+	if err != nil {
+		return nil, err
+	}
+	if mesh.DefaultConfig.HoldApplicationUntilProxyStarts != nil && *mesh.DefaultConfig.HoldApplicationUntilProxyStarts {
+		settings.HoldApplication = true
+	}
+
+	// Templates: embedded, then values' sidecarInjectorWebhook.templates,
+	// then the sources' files.
+	texts := map[string]string{}
+	embedded, err := fs.Glob(defaultFS, "default/*.tmpl")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range embedded {
+		b, err := defaultFS.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		texts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
+	}
+	if sw, ok := values["sidecarInjectorWebhook"].(map[string]any); ok {
+		if ts, ok := sw["templates"].(map[string]any); ok {
+			for name, t := range ts {
+				s, ok := t.(string)
+				if !ok {
+					return nil, fmt.Errorf("values sidecarInjectorWebhook.templates.%s: must be a string, got %T", name, t)
+				}
+				texts[name] = s
+			}
+		}
+	}
+	for name, t := range src.Templates {
+		texts[name] = t
+	}
+	parsed := make(map[string]*template.Template, len(texts))
+	for name, text := range texts {
+		t, err := template.New(name).Funcs(FuncMap()).Option("missingkey=zero").Parse(text)
+		if err != nil {
+			return nil, fmt.Errorf("template %q: %w", name, err)
+		}
+		parsed[name] = t
+	}
+
+	defaults := stringList(lookup(values, "sidecarInjectorWebhook", "defaultTemplates"))
+	if len(defaults) == 0 {
+		defaults = []string{"sidecar"}
+	}
+	for _, d := range defaults {
+		if _, ok := parsed[d]; !ok {
+			return nil, fmt.Errorf("values sidecarInjectorWebhook.defaultTemplates: no template named %q", d)
+		}
+	}
+
+	cfg := &Config{
+		Values:           values,
+		Settings:         settings,
+		Mesh:             mesh,
+		UserProxyConfig:  userProxy,
+		Templates:        parsed,
+		DefaultTemplates: defaults,
+	}
+	cfg.Hash = hashInputs(values, meshMap, texts)
+	return cfg, nil
+}
+
+// EffectiveProxyConfig is the mesh default proxy config; pods may override
+// it with proxy.istio.io/config.
+func (c *Config) EffectiveProxyConfig() ProxyConfig { return c.Mesh.DefaultConfig }
+
+func hashInputs(values, mesh map[string]any, texts map[string]string) string {
+	h := sha256.New()
+	b, _ := json.Marshal(values) // map keys are sorted by encoding/json
+	h.Write(b)
+	b, _ = json.Marshal(mesh)
+	h.Write(b)
+	names := make([]string, 0, len(texts))
+	for n := range texts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(texts[n]))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func readYAMLMap(fsys fs.FS, path string) (map[string]any, error) {
+	b, err := fs.ReadFile(fsys, path)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// deepMerge merges src into dst: maps merge recursively, anything else
+// replaces.
+func deepMerge(dst, src map[string]any) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				deepMerge(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}
+
+func lookup(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+func stringList(v any) []string {
+	switch t := v.(type) {
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, e := range t {
+			if s, ok := e.(string); ok && s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	case string:
+		if t == "" {
+			return nil
+		}
+		return strings.Split(t, ",")
+	}
+	return nil
+}
+
+// settingsReader reads typed values and collects every error, so one load
+// reports all the problems at once.
+type settingsReader struct {
+	values map[string]any
+	errs   []error
+}
+
+func (r *settingsReader) str(path string) string {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	switch t := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return t
+	case bool, float64, int64, int:
+		return fmt.Sprint(t)
+	}
+	r.errs = append(r.errs, fmt.Errorf("values %s: must be a string, got %T", path, v))
+	return ""
+}
+
+func (r *settingsReader) boolean(path string) bool {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	switch t := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return t
+	case string:
+		switch t {
+		case "true":
+			return true
+		case "false", "":
+			return false
+		}
+	}
+	r.errs = append(r.errs, fmt.Errorf("values %s: must be true or false, got %v", path, v))
+	return false
+}
+
+func (r *settingsReader) integer(path string, min, max int64) int64 {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	var n int64
+	switch t := v.(type) {
+	case nil:
+		return 0
+	case float64:
+		n = int64(t)
+		if float64(n) != t {
+			r.errs = append(r.errs, fmt.Errorf("values %s: must be a whole number, got %v", path, t))
+			return 0
+		}
+	case string:
+		if _, err := fmt.Sscanf(t, "%d", &n); err != nil {
+			r.errs = append(r.errs, fmt.Errorf("values %s: must be a number, got %q", path, t))
+			return 0
+		}
+	default:
+		r.errs = append(r.errs, fmt.Errorf("values %s: must be a number, got %T", path, v))
+		return 0
+	}
+	if n < min || n > max {
+		r.errs = append(r.errs, fmt.Errorf("values %s: %d is out of range %d-%d", path, n, min, max))
+		return 0
+	}
+	return n
+}
+
+func (r *settingsReader) resources(path string) corev1.ResourceRequirements {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	if v == nil {
+		return corev1.ResourceRequirements{}
+	}
+	b, _ := json.Marshal(v)
+	var rr corev1.ResourceRequirements
+	if err := json.Unmarshal(b, &rr); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("values %s: %w", path, err))
+	}
+	return rr
+}
+
+func (r *settingsReader) selectors(path string) []labels.Selector {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	if v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	var ls []metav1.LabelSelector
+	if err := json.Unmarshal(b, &ls); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("values %s: must be a list of label selectors: %w", path, err))
+		return nil
+	}
+	out := make([]labels.Selector, 0, len(ls))
+	for i := range ls {
+		s, err := metav1.LabelSelectorAsSelector(&ls[i])
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("values %s[%d]: %w", path, i, err))
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func parseSettings(values map[string]any) (Settings, error) {
+	r := &settingsReader{values: values}
+	s := Settings{
+		Revision:                  r.str("revision"),
+		Hub:                       r.str("global.hub"),
+		Tag:                       r.str("global.tag"),
+		ImagePullPolicy:           corev1.PullPolicy(r.str("global.imagePullPolicy")),
+		ClusterDomain:             r.str("global.proxy.clusterDomain"),
+		ClusterID:                 r.str("global.multiCluster.clusterName"),
+		MeshID:                    r.str("global.meshID"),
+		Network:                   r.str("global.network"),
+		CAAddress:                 r.str("global.caAddress"),
+		PilotCertProvider:         r.str("global.pilotCertProvider"),
+		LogLevel:                  r.str("global.proxy.logLevel"),
+		ComponentLogLevel:         r.str("global.proxy.componentLogLevel"),
+		AgentLogLevel:             r.str("global.logging.level"),
+		LogAsJSON:                 r.boolean("global.logAsJson"),
+		StatusPort:                int32(r.integer("global.proxy.statusPort", 0, 65535)),
+		ReadinessInitialDelay:     int32(r.integer("global.proxy.readinessInitialDelaySeconds", 0, 1<<31-1)),
+		ReadinessPeriod:           int32(r.integer("global.proxy.readinessPeriodSeconds", 0, 1<<31-1)),
+		ReadinessFailureThreshold: int32(r.integer("global.proxy.readinessFailureThreshold", 0, 1<<31-1)),
+		StartupProbeEnabled:       r.boolean("global.proxy.startupProbe.enabled"),
+		StartupFailureThreshold:   int32(r.integer("global.proxy.startupProbe.failureThreshold", 0, 1<<31-1)),
+		IncludeIPRanges:           r.str("global.proxy.includeIPRanges"),
+		ExcludeIPRanges:           r.str("global.proxy.excludeIPRanges"),
+		IncludeOutboundPorts:      r.str("global.proxy.includeOutboundPorts"),
+		ExcludeOutboundPorts:      r.str("global.proxy.excludeOutboundPorts"),
+		IncludeInboundPorts:       r.str("global.proxy.includeInboundPorts"),
+		ExcludeInboundPorts:       r.str("global.proxy.excludeInboundPorts"),
+		ExcludeInterfaces:         r.str("global.proxy.excludeInterfaces"),
+		HoldApplication:           r.boolean("global.proxy.holdApplicationUntilProxyStarts"),
+		Privileged:                r.boolean("global.proxy.privileged"),
+		EnableCoreDump:            r.boolean("global.proxy.enableCoreDump"),
+		ProxyUID:                  r.integer("global.proxy.uid", 0, 1<<31-1),
+		ProxyGID:                  r.integer("global.proxy.gid", 0, 1<<31-1),
+		ProxyResources:            r.resources("global.proxy.resources"),
+		InitResources:             r.resources("global.proxy_init.resources"),
+		NativeSidecars:            r.str("global.nativeSidecars"),
+		RewriteAppProbes:          r.boolean("sidecarInjectorWebhook.rewriteAppHTTPProbe"),
+		EnableNamespacesByDefault: r.boolean("sidecarInjectorWebhook.enableNamespacesByDefault"),
+		NeverInjectSelector:       r.selectors("sidecarInjectorWebhook.neverInjectSelector"),
+		AlwaysInjectSelector:      r.selectors("sidecarInjectorWebhook.alwaysInjectSelector"),
+		CNIEnabled:                r.boolean("istio_cni.enabled") || r.boolean("pilot.cni.enabled"),
+		CNIProvider:               r.str("istio_cni.provider"),
+		MountMTLSCerts:            r.boolean("global.mountMtlsCerts"),
+		PodDNSSearchNamespaces:    stringList(lookup(values, "global", "podDNSSearchNamespaces")),
+	}
+	if p := r.str("pilot.cni.provider"); p != "" && p != "default" {
+		s.CNIProvider = p
+	}
+	if s.ProxyUID == 0 {
+		s.ProxyUID = 1337
+	}
+	if s.ProxyGID == 0 {
+		s.ProxyGID = s.ProxyUID
+	}
+	s.ProxyImage = imageRef(s.Hub, s.Tag, r.str("global.proxy.image"))
+	s.ProxyInitImage = imageRef(s.Hub, s.Tag, r.str("global.proxy_init.image"))
+	switch s.NativeSidecars {
+	case "", "auto":
+		s.NativeSidecars = "auto"
+	case "true", "false":
+	default:
+		r.errs = append(r.errs, fmt.Errorf("values global.nativeSidecars: %q is not one of auto, true, false", s.NativeSidecars))
+	}
+	switch s.ImagePullPolicy {
+	case "", corev1.PullAlways, corev1.PullNever, corev1.PullIfNotPresent:
+	default:
+		r.errs = append(r.errs, fmt.Errorf("values global.imagePullPolicy: %q is not one of Always, Never, IfNotPresent", s.ImagePullPolicy))
+	}
+	if s.ClusterID == "" {
+		s.ClusterID = "Kubernetes"
+	}
+	if s.ClusterDomain == "" {
+		s.ClusterDomain = "cluster.local"
+	}
+	for _, ps := range stringListAny(lookup(values, "global", "imagePullSecrets")) {
+		s.ImagePullSecrets = append(s.ImagePullSecrets, ps)
+	}
+	if ia, ok := lookup(values, "sidecarInjectorWebhook", "injectedAnnotations").(map[string]any); ok {
+		s.InjectedAnnotations = map[string]string{}
+		for k, v := range ia {
+			s.InjectedAnnotations[k] = fmt.Sprint(v)
+		}
+	}
+	return s, errors.Join(r.errs...)
+}
+
+// stringListAny reads a list of strings or of {name: x} objects, as Istio's
+// imagePullSecrets value allows both.
+func stringListAny(v any) []string {
+	l, ok := v.([]any)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, e := range l {
+		switch t := e.(type) {
+		case string:
+			out = append(out, t)
+		case map[string]any:
+			if n, ok := t["name"].(string); ok {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// imageRef resolves an image value as Istio does: a value with a slash or a
+// colon is a full reference; otherwise it is joined to hub and tag.
+func imageRef(hub, tag, image string) string {
+	if strings.Contains(image, "/") || strings.Contains(image, ":") {
+		return image
+	}
+	if image == "" {
+		image = "proxyv2"
+	}
+	ref := image
+	if hub != "" {
+		ref = hub + "/" + image
+	}
+	if tag != "" {
+		ref += ":" + tag
+	}
+	return ref
+}
