@@ -100,9 +100,6 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	caAddr := s.CAAddress
 	if caAddr == "" {
 		caAddr = "istiod.istio-system.svc:15012"
-		if pc.DiscoveryAddress != "" {
-			caAddr = pc.DiscoveryAddress
-		}
 	}
 	meshID := s.MeshID
 	trustDomain := req.Config.Mesh.TrustDomain
@@ -161,9 +158,6 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	if p.readinessFails != nil {
 		readiness.FailureThreshold = *p.readinessFails
 	}
-	if p.readinessAppPorts != nil {
-		env = append(env, corev1.EnvVar{Name: "ISTIO_META_READINESS_APPLICATION_PORTS", Value: *p.readinessAppPorts})
-	}
 
 	c := &corev1.Container{
 		Name:            ProxyContainerName,
@@ -192,7 +186,11 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 		c.SecurityContext.RunAsUser = ptr(int64(0))
 		c.SecurityContext.RunAsNonRoot = ptr(false)
 	}
-	if s.StartupProbeEnabled {
+	if b.statusPort == 0 {
+		// Without the agent's status server Istio sets no proxy probes.
+		c.ReadinessProbe = nil
+	}
+	if s.StartupProbeEnabled && b.statusPort != 0 {
 		c.StartupProbe = &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: "/healthz/ready", Port: intstr.FromInt32(EnvoyReadinessPort),
@@ -204,11 +202,9 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	}
 	if b.native {
 		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
-		if b.statusPort != 0 {
-			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-				Command: []string{"pilot-agent", "request", fmt.Sprintf("--debug-port=%d", b.statusPort), "POST", "drain"},
-			}}}
-		}
+		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{"pilot-agent", "request", fmt.Sprintf("--debug-port=%d", b.statusPort), "POST", "drain"},
+		}}}
 	} else if b.hold {
 		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
 			Command: []string{"pilot-agent", "wait"},
@@ -344,7 +340,7 @@ func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode 
 		Image:           s.ProxyInitImage,
 		ImagePullPolicy: s.ImagePullPolicy,
 		Args:            args,
-		Resources:       *s.InitResources.DeepCopy(),
+		Resources:       proxyResources(s, p),
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr(false),
 			Capabilities: &corev1.Capabilities{

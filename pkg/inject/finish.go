@@ -39,7 +39,7 @@ func reorder(out, orig *corev1.Pod, native, hold bool) {
 	origInit := names(orig.Spec.InitContainers, containerName)
 	var injected, own []corev1.Container
 	for _, c := range out.Spec.InitContainers {
-		if origInit[c.Name] {
+		if origInit[c.Name] && initRank(c.Name) == 1 {
 			own = append(own, c)
 		} else {
 			injected = append(injected, c)
@@ -49,11 +49,12 @@ func reorder(out, orig *corev1.Pod, native, hold bool) {
 	slices.SortStableFunc(injected, func(a, b corev1.Container) int {
 		return initRank(a.Name) - initRank(b.Name)
 	})
-	out.Spec.InitContainers = append(injected, own...)
-
 	if native {
+		out.Spec.InitContainers = append(injected, own...)
 		return
 	}
+	// Classic mode: the pod's own init containers run first, as in Istio.
+	out.Spec.InitContainers = append(own, injected...)
 	var proxy *corev1.Container
 	rest := make([]corev1.Container, 0, len(out.Spec.Containers))
 	for i := range out.Spec.Containers {
@@ -73,6 +74,25 @@ func reorder(out, orig *corev1.Pod, native, hold bool) {
 	}
 }
 
+// overlay merges the user's container over the injected one, the user's
+// fields winning, with Kubernetes' strategic merge rules.
+func overlay(injected, user corev1.Container) (corev1.Container, bool) {
+	base, err1 := json.Marshal(injected)
+	patch, err2 := json.Marshal(user)
+	if err1 != nil || err2 != nil {
+		return injected, false
+	}
+	merged, err := strategicpatch.StrategicMergePatch(base, patch, corev1.Container{})
+	if err != nil {
+		return injected, false
+	}
+	var c corev1.Container
+	if err := json.Unmarshal(merged, &c); err != nil {
+		return injected, false
+	}
+	return c, true
+}
+
 func initRank(name string) int {
 	switch name {
 	case InitContainerName, ValidationContainerName:
@@ -87,6 +107,20 @@ func initRank(name string) int {
 // injected one (the user's fields win, as in Istio), and moves it to the
 // init containers in native mode.
 func reapplyOverrides(out, orig *corev1.Pod, native bool) {
+	// The user's own istio-init (or istio-validation) init container wins
+	// over the injected one too.
+	for _, u := range orig.Spec.InitContainers {
+		if u.Name != InitContainerName && u.Name != ValidationContainerName {
+			continue
+		}
+		for i := range out.Spec.InitContainers {
+			if out.Spec.InitContainers[i].Name == u.Name {
+				if merged, ok := overlay(out.Spec.InitContainers[i], u); ok {
+					out.Spec.InitContainers[i] = merged
+				}
+			}
+		}
+	}
 	var user *corev1.Container
 	for i := range orig.Spec.Containers {
 		if orig.Spec.Containers[i].Name == ProxyContainerName {
@@ -114,17 +148,8 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool) {
 	if injected == nil {
 		return
 	}
-	base, err1 := json.Marshal(injected)
-	patch, err2 := json.Marshal(user)
-	if err1 != nil || err2 != nil {
-		return
-	}
-	merged, err := strategicpatch.StrategicMergePatch(base, patch, corev1.Container{})
-	if err != nil {
-		return
-	}
-	var c corev1.Container
-	if err := json.Unmarshal(merged, &c); err != nil {
+	c, ok := overlay(*injected, *user)
+	if !ok {
 		return
 	}
 	*injected = c
@@ -174,6 +199,11 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, native bool, statusPor
 	out.Annotations[AnnotationStatus] = string(b)
 	out.Annotations[AnnotationConfigHash] = cfg.Hash
 
+	if findProxy(out) == nil {
+		// A template that injects no proxy (a custom one) gets no
+		// proxy bookkeeping.
+		return validateResult(out)
+	}
 	if _, ok := out.Annotations[AnnotationDefaultContainer]; !ok {
 		for _, c := range out.Spec.Containers {
 			if c.Name != ProxyContainerName {
@@ -211,9 +241,6 @@ func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort in
 	}
 	proxy := findProxy(out)
 	if proxy == nil {
-		return
-	}
-	if statusPort == 0 {
 		return
 	}
 	orig2 := map[string]string{}

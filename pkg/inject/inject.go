@@ -216,9 +216,6 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	if p.statusPort != nil {
 		statusPort = *p.statusPort
 	}
-	if proxyCfg.StatusPort != nil && p.statusPort == nil && *proxyCfg.StatusPort != 0 {
-		statusPort = *proxyCfg.StatusPort
-	}
 	if err := checkPortCollisions(orig, statusPort); err != nil {
 		return nil, err
 	}
@@ -277,12 +274,35 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		return nil, err
 	}
 	data.Proxy = proxy
-	data.Init = buildInit(s, p, proxyCfg, mode, statusPort, orig)
+	// A user's own istio-proxy container may run the proxy as another
+	// user; the capture rules must then exempt that UID.
+	initSettings := *s
+	for _, c := range orig.Spec.Containers {
+		if c.Name == ProxyContainerName && c.SecurityContext != nil {
+			if c.SecurityContext.RunAsUser != nil {
+				initSettings.ProxyUID = *c.SecurityContext.RunAsUser
+			}
+			if c.SecurityContext.RunAsGroup != nil {
+				initSettings.ProxyGID = *c.SecurityContext.RunAsGroup
+			}
+		}
+	}
+	data.Init = buildInit(&initSettings, p, proxyCfg, mode, statusPort, orig)
 	data.Volumes = buildVolumes(p)
 	for _, name := range s.ImagePullSecrets {
 		data.ImagePullSecrets = append(data.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 	}
 	data.Labels, data.Annotations = podMetadata(orig, s, wl, mode, p)
+	if s.CNIEnabled && data.Init != nil {
+		cniAnnotations(data.Annotations, orig, s, p, statusPort, data.Init.Args)
+	}
+	if s.MountMTLSCerts {
+		data.Volumes = append(data.Volumes, corev1.Volume{Name: "istio-certs", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: "istio." + serviceAccountName(orig), Optional: ptr(true),
+		}}})
+		proxy.VolumeMounts = insertMountBefore(proxy.VolumeMounts, "istio-podinfo",
+			corev1.VolumeMount{Name: "istio-certs", MountPath: "/etc/certs/", ReadOnly: true})
+	}
 	if len(s.PodDNSSearchNamespaces) > 0 {
 		data.DNSConfig = &corev1.PodDNSConfig{Searches: s.PodDNSSearchNamespaces}
 	}
@@ -327,7 +347,13 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	if rewrite {
 		rewriteProbes(out, statusPort, native)
 	}
-	if err := finish(out, orig, cfg, native, statusPort); err != nil {
+	// Prometheus scrapes the agent on the mesh's status port (Istio reads
+	// it from the proxy config, not from the injector values).
+	promPort := int32(15020)
+	if proxyCfg.StatusPort != nil && *proxyCfg.StatusPort != 0 {
+		promPort = *proxyCfg.StatusPort
+	}
+	if err := finish(out, orig, cfg, native, promPort); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -449,7 +475,75 @@ func canonicalName(pod *corev1.Pod, wl Workload) string {
 			return v
 		}
 	}
-	return wl.Name
+	return truncateLabel(wl.Name)
+}
+
+// truncateLabel shortens a derived label value to the 63 characters a label
+// value may have.
+func truncateLabel(s string) string {
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return strings.TrimRight(s, "-_.")
+}
+
+func serviceAccountName(pod *corev1.Pod) string {
+	if pod.Spec.ServiceAccountName != "" {
+		return pod.Spec.ServiceAccountName
+	}
+	return "default"
+}
+
+func insertMountBefore(mounts []corev1.VolumeMount, before string, m corev1.VolumeMount) []corev1.VolumeMount {
+	for i := range mounts {
+		if mounts[i].Name == before {
+			return append(mounts[:i], append([]corev1.VolumeMount{m}, mounts[i:]...)...)
+		}
+	}
+	return append(mounts, m)
+}
+
+// cniAnnotations tells the Istio CNI plugin, which programs the rules in
+// place of the init container, what to capture.
+func cniAnnotations(ann map[string]string, pod *corev1.Pod, s *templates.Settings, p *parsed, statusPort int32, initArgs []string) {
+	flag := func(name string) string {
+		for i := 0; i+1 < len(initArgs); i++ {
+			if initArgs[i] == name {
+				return initArgs[i+1]
+			}
+		}
+		return ""
+	}
+	ann[AnnotationIncludeInboundPorts] = flag("-b")
+	excl := pick(p.excludeInPorts, s.ExcludeInboundPorts)
+	if statusPort != 0 {
+		if excl != "" {
+			excl += ","
+		}
+		excl += fmt.Sprint(statusPort)
+	}
+	ann[AnnotationExcludeInboundPorts] = excl
+	ann[AnnotationIncludeOutboundCIDRs] = flag("-i")
+	for name, f := range map[string]string{
+		AnnotationExcludeOutboundCIDRs: "-x", AnnotationIncludeOutboundPorts: "-q",
+		AnnotationExcludeOutboundPorts: "-o", AnnotationExcludeInterfaces: "-c", AnnotationKubevirtInterfaces: "-k",
+	} {
+		if v := flag(f); v != "" {
+			ann[name] = v
+		}
+	}
+	if s.CNIProvider == "multus" {
+		const key = "k8s.v1.cni.cncf.io/networks"
+		cur := strings.TrimSpace(pod.Annotations[key])
+		switch {
+		case cur == "":
+			ann[key] = "default/istio-cni"
+		case strings.HasPrefix(cur, "[") && strings.HasSuffix(cur, "]"):
+			ann[key] = strings.TrimSuffix(cur, "]") + `, {"name": "istio-cni", "namespace": "default"}]`
+		default:
+			ann[key] = cur + ", default/istio-cni"
+		}
+	}
 }
 
 func canonicalRevision(pod *corev1.Pod) string {

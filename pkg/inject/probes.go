@@ -25,8 +25,17 @@ const AppProbersEnv = "ISTIO_KUBE_APP_PROBERS"
 // when mutual TLS captures the app's ports.
 func rewriteProbes(pod *corev1.Pod, statusPort int32, native bool) {
 	probers := map[string]prober{}
+	var targets []*corev1.Container
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			targets = append(targets, c)
+		}
+	}
 	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
+		targets = append(targets, &pod.Spec.Containers[i])
+	}
+	for _, c := range targets {
 		if c.Name == ProxyContainerName {
 			continue
 		}
@@ -44,9 +53,12 @@ func rewriteProbes(pod *corev1.Pod, statusPort int32, native bool) {
 				continue
 			}
 			probers[path] = orig
-			p.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: path, Port: intstr.FromInt32(statusPort),
-			}}
+			rewritten := &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(statusPort)}
+			if p.HTTPGet != nil && p.HTTPGet.Scheme != "" {
+				// The agent serves plain HTTP; it probes the app with the original scheme.
+				rewritten.Scheme = corev1.URISchemeHTTP
+			}
+			p.ProbeHandler = corev1.ProbeHandler{HTTPGet: rewritten}
 		}
 		if c.Lifecycle != nil {
 			for _, h := range []struct {

@@ -162,7 +162,8 @@ func processDoc(doc []byte, fn PodFunc) ([]byte, []Report, error) {
 	}
 	wl := inject.Workload{APIVersion: tm.APIVersion, Kind: wlKind, Name: tm.Metadata.Name}
 	if tm.Kind == "Pod" {
-		wl = inject.Workload{APIVersion: "v1", Kind: "Pod", Name: tm.Metadata.Name}
+		// A pod's workload comes from its owner references.
+		wl = inject.Workload{}
 	}
 	out, changed, reason, msg, err := fn(pod, wl)
 	if err != nil {

@@ -460,6 +460,18 @@ func (r *settingsReader) resources(path string) corev1.ResourceRequirements {
 	if v == nil {
 		return corev1.ResourceRequirements{}
 	}
+	// Istio values may null out a resource to drop it.
+	if m, ok := v.(map[string]any); ok {
+		for _, section := range []string{"requests", "limits"} {
+			if sm, ok := m[section].(map[string]any); ok {
+				for k, q := range sm {
+					if q == nil {
+						delete(sm, k)
+					}
+				}
+			}
+		}
+	}
 	b, _ := json.Marshal(v)
 	var rr corev1.ResourceRequirements
 	if err := json.Unmarshal(b, &rr); err != nil {
