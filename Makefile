@@ -27,7 +27,18 @@ vet: ## Run go vet
 
 .PHONY: test-unit
 test-unit: ## Run the unit, golden and conformance tests
-	$(GO) test -count=1 ./pkg/... ./cmd/...
+	$(GO) test -count=1 ./pkg/... ./cmd/... ./test/conformance/...
+
+.PHONY: conformance
+conformance: ## Run Istio's injection corpus and print how many cases match
+	$(GO) test -count=1 -v -run TestIstioConformance ./test/conformance/ | grep -E 'conformance:|DIFF|EXTRA'
+
+FUZZTIME ?= 20s
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePortList$$' -fuzztime $(FUZZTIME) ./pkg/inject/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCIDRList$$' -fuzztime $(FUZZTIME) ./pkg/inject/
+	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/inject/
 
 .PHONY: test
 test: vet test-unit ## Run every test CI runs (unit, golden, conformance, e2e)

@@ -1,0 +1,34 @@
+package inject
+
+import (
+	"os"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// BenchmarkInject injects a typical Deployment pod: Bookinfo's reviews-v1
+// as the API server hands it to the webhook (one app container with ports,
+// env, resources and HTTP probes).
+func BenchmarkInject(b *testing.B) {
+	raw, err := os.ReadFile("../../testdata/bench/reviews-v1-pod.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := yaml.Unmarshal(raw, &pod); err != nil {
+		b.Fatal(err)
+	}
+	cfg := templates.MustDefault()
+	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, NativeSidecars: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := Inject(req)
+		if err != nil || !res.Injected {
+			b.Fatalf("Inject: %v %v", res.Reason, err)
+		}
+	}
+}

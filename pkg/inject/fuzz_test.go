@@ -1,0 +1,79 @@
+package inject
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+func FuzzParsePortList(f *testing.F) {
+	for _, s := range []string{"", "*", "80", "80,443", "80,,x", " 1 , 65535 ", "0", "65536", "-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := ParsePortList(s, true)
+		if err != nil {
+			return
+		}
+		// A normalised list parses to itself.
+		again, err := ParsePortList(out, true)
+		if err != nil || again != out {
+			t.Fatalf("ParsePortList(%q)=%q does not round-trip: %q %v", s, out, again, err)
+		}
+	})
+}
+
+func FuzzParseCIDRList(f *testing.F) {
+	for _, s := range []string{"", "*", "10.0.0.0/8", "10.0.0.1", "fd00::/8,10.0.0.0/33", "::1", "1.2.3.4/32,,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := ParseCIDRList(s, true)
+		if err != nil {
+			return
+		}
+		again, err := ParseCIDRList(out, true)
+		if err != nil || again != out {
+			t.Fatalf("ParseCIDRList(%q)=%q does not round-trip: %q %v", s, out, again, err)
+		}
+	})
+}
+
+// FuzzAnnotations sets one annotation the engine reads to an arbitrary
+// value: the engine either injects or refuses with an *AnnotationError that
+// names that annotation; it never panics or returns another error.
+func FuzzAnnotations(f *testing.F) {
+	keys := []string{
+		AnnotationIncludeOutboundCIDRs, AnnotationExcludeOutboundCIDRs, AnnotationIncludeInboundPorts,
+		AnnotationExcludeInboundPorts, AnnotationIncludeOutboundPorts, AnnotationExcludeOutboundPorts,
+		AnnotationExcludeInterfaces, AnnotationRerouteVirtualIfaces, AnnotationInterceptionMode,
+		AnnotationStatusPort, AnnotationProxyImage, AnnotationProxyCPU, AnnotationProxyMemory,
+		AnnotationProxyCPULimit, AnnotationProxyMemoryLimit, AnnotationLogLevel, AnnotationComponentLogLevel,
+		AnnotationAgentLogLevel, AnnotationReadinessDelay, AnnotationReadinessPeriod, AnnotationReadinessFailures,
+		AnnotationReadinessAppPorts, AnnotationUserVolume, AnnotationUserVolumeMount, AnnotationBootstrapOverride,
+		AnnotationNativeSidecar, AnnotationRewriteProbes, AnnotationMergeMetrics, AnnotationProxyConfig, AnnotationTemplates,
+	}
+	for i, k := range keys {
+		f.Add(uint8(i), "")
+		f.Add(uint8(i), "true")
+		f.Add(uint8(i), "80,443")
+		f.Add(uint8(i), `{"a":{"emptyDir":{}}}`)
+		_ = k
+	}
+	cfg := templates.MustDefault()
+	f.Fuzz(func(t *testing.T, idx uint8, value string) {
+		key := keys[int(idx)%len(keys)]
+		res, err := Inject(Request{Pod: testPod(map[string]string{key: value}), Config: cfg, NativeSidecars: idx%2 == 0})
+		if err == nil {
+			if !res.Injected {
+				t.Fatalf("no error and not injected: %v", res.Reason)
+			}
+			return
+		}
+		var ae *AnnotationError
+		if !errors.As(err, &ae) {
+			t.Fatalf("%s=%q: error is not an *AnnotationError: %v", key, value, err)
+		}
+	})
+}
