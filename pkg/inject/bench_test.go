@@ -13,7 +13,13 @@ import (
 // BenchmarkInject injects a typical Deployment pod: Bookinfo's reviews-v1
 // as the API server hands it to the webhook (one app container with ports,
 // env, resources and HTTP probes).
-func BenchmarkInject(b *testing.B) {
+func BenchmarkInject(b *testing.B) { benchInject(b, false) }
+
+// BenchmarkInjectRendered is the same through text/template and the
+// strategic merge, for comparison.
+func BenchmarkInjectRendered(b *testing.B) { benchInject(b, true) }
+
+func benchInject(b *testing.B, render bool) {
 	raw, err := os.ReadFile("../../testdata/bench/reviews-v1-pod.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -23,7 +29,7 @@ func BenchmarkInject(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := templates.MustDefault()
-	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, NativeSidecars: true}
+	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, NativeSidecars: true, AlwaysRender: render}
 	b.ReportAllocs()
 	for b.Loop() {
 		res, err := Inject(req)

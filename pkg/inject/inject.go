@@ -55,6 +55,10 @@ type Request struct {
 	// Workload names the pod's owning workload; when empty it is derived
 	// from the pod's owner references and generateName.
 	Workload Workload
+	// AlwaysRender renders even the unchanged built-in template through
+	// text/template and the strategic merge instead of placing its fragment
+	// directly. The result is the same (a test proves it); it is slower.
+	AlwaysRender bool
 }
 
 // Workload identifies a pod's owning workload.
@@ -304,7 +308,11 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 			corev1.VolumeMount{Name: "istio-certs", MountPath: "/etc/certs/", ReadOnly: true})
 	}
 	if len(s.PodDNSSearchNamespaces) > 0 {
-		data.DNSConfig = &corev1.PodDNSConfig{Searches: s.PodDNSSearchNamespaces}
+		searches, err := cfg.DNSSearches(data)
+		if err != nil {
+			return nil, err
+		}
+		data.DNSConfig = &corev1.PodDNSConfig{Searches: searches}
 	}
 
 	// Render the templates and merge each into the pod.
@@ -312,34 +320,14 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	if len(names) == 0 {
 		names = cfg.DefaultTemplates
 	}
-	current, err := json.Marshal(orig)
-	if err != nil {
-		return nil, fmt.Errorf("encoding pod: %w", err)
-	}
-	seen := map[string]bool{}
-	for _, name := range names {
-		if seen[name] {
-			continue
-		}
-		seen[name] = true
-		// Templates written for Istio may reference values as
-		// interpolated template text; render the values' strings that
-		// contain template actions first (podDNSSearchNamespaces).
-		rendered, err := cfg.Render(name, data)
-		if err != nil {
+	var out *corev1.Pod
+	if len(names) == 1 && cfg.IsBuiltin(names[0]) && names[0] == "sidecar" && !req.AlwaysRender {
+		out = placeBuiltin(orig, data)
+	} else {
+		var err error
+		if out, err = renderAndMerge(cfg, orig, data, names); err != nil {
 			return nil, err
 		}
-		patch, err := yaml.YAMLToJSON(rendered)
-		if err != nil {
-			return nil, fmt.Errorf("template %q produced invalid YAML: %w", name, err)
-		}
-		if current, err = strategicpatch.StrategicMergePatch(current, patch, corev1.Pod{}); err != nil {
-			return nil, fmt.Errorf("merging template %q into the pod: %w", name, err)
-		}
-	}
-	out := &corev1.Pod{}
-	if err := json.Unmarshal(current, out); err != nil {
-		return nil, fmt.Errorf("decoding injected pod: %w", err)
 	}
 
 	reorder(out, orig, native, hold)
@@ -357,6 +345,127 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// renderAndMerge renders each template and merges its Pod fragment into the
+// pod with Kubernetes' strategic merge rules, as Istio does.
+func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Data, names []string) (*corev1.Pod, error) {
+	current, err := json.Marshal(orig)
+	if err != nil {
+		return nil, fmt.Errorf("encoding pod: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		rendered, err := cfg.Render(name, data)
+		if err != nil {
+			return nil, err
+		}
+		patch, err := yaml.YAMLToJSON(rendered)
+		if err != nil {
+			return nil, fmt.Errorf("template %q produced invalid YAML: %w", name, err)
+		}
+		if current, err = strategicpatch.StrategicMergePatch(current, patch, corev1.Pod{}); err != nil {
+			return nil, fmt.Errorf("merging template %q into the pod: %w", name, err)
+		}
+	}
+	out := &corev1.Pod{}
+	if err := json.Unmarshal(current, out); err != nil {
+		return nil, fmt.Errorf("decoding injected pod: %w", err)
+	}
+	return out, nil
+}
+
+// placeBuiltin does what rendering and merging the built-in sidecar
+// template does, without the text round trip: it adds the template's labels,
+// annotations, containers, volumes and pull secrets to a copy of the pod,
+// merging same-named items with the strategic merge rules.
+func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
+	out := orig.DeepCopy()
+	if out.Labels == nil {
+		out.Labels = make(map[string]string, len(data.Labels))
+	}
+	for k, v := range data.Labels {
+		out.Labels[k] = v
+	}
+	if out.Annotations == nil {
+		out.Annotations = make(map[string]string, len(data.Annotations)+8)
+	}
+	for k, v := range data.Annotations {
+		out.Annotations[k] = v
+	}
+	if data.DNSConfig != nil {
+		if out.Spec.DNSConfig == nil {
+			out.Spec.DNSConfig = &corev1.PodDNSConfig{}
+		}
+		out.Spec.DNSConfig.Searches = data.DNSConfig.Searches
+	}
+	if data.Init != nil {
+		out.Spec.InitContainers = mergeContainer(out.Spec.InitContainers, *data.Init)
+	}
+	if data.NativeSidecar {
+		out.Spec.InitContainers = mergeContainer(out.Spec.InitContainers, *data.Proxy)
+	} else {
+		out.Spec.Containers = mergeContainer(out.Spec.Containers, *data.Proxy)
+	}
+	// As with the strategic merge, the template's new items come before
+	// the pod's own.
+	var newVols []corev1.Volume
+	for _, v := range data.Volumes {
+		if i := slices.IndexFunc(out.Spec.Volumes, func(o corev1.Volume) bool { return o.Name == v.Name }); i >= 0 {
+			out.Spec.Volumes[i] = mergeVolume(out.Spec.Volumes[i], v)
+			continue
+		}
+		newVols = append(newVols, *v.DeepCopy())
+	}
+	if len(newVols) > 0 {
+		out.Spec.Volumes = append(newVols, out.Spec.Volumes...)
+	}
+	var newSecrets []corev1.LocalObjectReference
+	for _, r := range data.ImagePullSecrets {
+		if !slices.Contains(out.Spec.ImagePullSecrets, r) {
+			newSecrets = append(newSecrets, r)
+		}
+	}
+	if len(newSecrets) > 0 {
+		out.Spec.ImagePullSecrets = append(newSecrets, out.Spec.ImagePullSecrets...)
+	}
+	return out
+}
+
+// mergeContainer appends c, or strategic-merges it into the same-named one.
+func mergeContainer(list []corev1.Container, c corev1.Container) []corev1.Container {
+	for i := range list {
+		if list[i].Name == c.Name {
+			if merged, ok := overlay(list[i], c); ok {
+				list[i] = merged
+			}
+			return list
+		}
+	}
+	return append(list, *c.DeepCopy())
+}
+
+// mergeVolume strategic-merges the template's volume into the pod's
+// same-named one.
+func mergeVolume(existing, v corev1.Volume) corev1.Volume {
+	base, err1 := json.Marshal(existing)
+	patch, err2 := json.Marshal(v)
+	if err1 != nil || err2 != nil {
+		return existing
+	}
+	merged, err := strategicpatch.StrategicMergePatch(base, patch, corev1.Volume{})
+	if err != nil {
+		return existing
+	}
+	var nv corev1.Volume
+	if json.Unmarshal(merged, &nv) != nil {
+		return existing
+	}
+	return nv
 }
 
 // checkPortCollisions refuses a status port that an app container already

@@ -67,6 +67,30 @@ type Config struct {
 	// Hash identifies the effective configuration (all inputs), so that
 	// injected pods can record what they were injected with.
 	Hash string
+
+	// builtin names the templates whose text is the embedded default's.
+	builtin map[string]bool
+	// dnsSearch holds podDNSSearchNamespaces entries, parsed as templates.
+	dnsSearch []*template.Template
+}
+
+// IsBuiltin reports whether the named template is the embedded default,
+// unchanged. The engine places such a template's fragment directly, which is
+// equivalent to rendering it (a test proves it on every golden case).
+func (c *Config) IsBuiltin(name string) bool { return c.builtin[name] }
+
+// DNSSearches renders the podDNSSearchNamespaces values, which may use
+// template actions such as {{ .DeploymentMeta.Namespace }}.
+func (c *Config) DNSSearches(data *Data) ([]string, error) {
+	out := make([]string, 0, len(c.dnsSearch))
+	for _, t := range c.dnsSearch {
+		var b strings.Builder
+		if err := t.Execute(&b, data); err != nil {
+			return nil, fmt.Errorf("values global.podDNSSearchNamespaces: %w", err)
+		}
+		out = append(out, b.String())
+	}
+	return out, nil
 }
 
 // Settings are the typed injector values.
@@ -250,6 +274,7 @@ func Load(src Sources) (*Config, error) {
 	// Templates: embedded, then values' sidecarInjectorWebhook.templates,
 	// then the sources' files.
 	texts := map[string]string{}
+	embeddedTexts := map[string]string{}
 	embedded, err := fs.Glob(defaultFS, "default/*.tmpl")
 	if err != nil {
 		return nil, err
@@ -260,6 +285,7 @@ func Load(src Sources) (*Config, error) {
 			return nil, err
 		}
 		texts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
+		embeddedTexts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
 	}
 	if sw, ok := values["sidecarInjectorWebhook"].(map[string]any); ok {
 		if ts, ok := sw["templates"].(map[string]any); ok {
@@ -301,6 +327,19 @@ func Load(src Sources) (*Config, error) {
 		UserProxyConfig:  userProxy,
 		Templates:        parsed,
 		DefaultTemplates: defaults,
+	}
+	cfg.builtin = map[string]bool{}
+	for name, text := range texts {
+		if embeddedTexts[name] == text {
+			cfg.builtin[name] = true
+		}
+	}
+	for i, s := range settings.PodDNSSearchNamespaces {
+		t, err := template.New("dns").Funcs(FuncMap()).Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("values global.podDNSSearchNamespaces[%d]: %w", i, err)
+		}
+		cfg.dnsSearch = append(cfg.dnsSearch, t)
 	}
 	cfg.Hash = hashInputs(values, meshMap, texts)
 	return cfg, nil

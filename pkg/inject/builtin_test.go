@@ -1,0 +1,65 @@
+package inject_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remora-mesh/remora/pkg/inject"
+	"github.com/remora-mesh/remora/pkg/manifest"
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// TestBuiltinPlacementEqualsRendering proves that placing the built-in
+// sidecar template's fragment directly gives exactly the pod that rendering
+// the template and strategic-merging it gives, on every input of the Istio
+// corpus and of our goldens, native and classic.
+func TestBuiltinPlacementEqualsRendering(t *testing.T) {
+	var files []string
+	for _, pattern := range []string{"../../../shared/conformance/istio-inject/inject/*.yaml", "../../cmd/injector/testdata/*.yaml"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	if len(files) < 5 {
+		t.Fatalf("found only %d inputs", len(files))
+	}
+	cfg := templates.MustDefault()
+	var compared int
+	for _, f := range files {
+		in, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, native := range []bool{true, false} {
+			run := func(render bool) ([]byte, error) {
+				out, _, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
+					res, err := inject.Inject(inject.Request{Pod: pod, Config: cfg, NativeSidecars: native, Workload: wl, AlwaysRender: render})
+					if err != nil {
+						return nil, false, "", "", err
+					}
+					if res.Injected {
+						compared++
+					}
+					return res.Pod, res.Injected, string(res.Reason), res.Message, nil
+				})
+				return out, err
+			}
+			rendered, errR := run(true)
+			placed, errP := run(false)
+			if (errR == nil) != (errP == nil) {
+				t.Errorf("%s native=%v: errors differ: %v vs %v", f, native, errR, errP)
+				continue
+			}
+			if !bytes.Equal(rendered, placed) {
+				t.Errorf("%s native=%v: direct placement differs from rendering", filepath.Base(f), native)
+			}
+		}
+	}
+	t.Logf("compared %d injected objects", compared/2)
+}
