@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -93,6 +94,28 @@ func (e *AnnotationError) Error() string {
 		parts[i] = fe.Error()
 	}
 	return strings.Join(parts, "; ")
+}
+
+// PodError says why a pod cannot be injected as it is (a name that
+// collides with an injected one, a result the API server would refuse). It
+// is the user's to fix, like an AnnotationError.
+type PodError struct {
+	Msg string
+}
+
+func (e *PodError) Error() string { return e.Msg }
+
+func podErrorf(format string, args ...any) error {
+	return &PodError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// IsRefused reports whether err is the pod's fault (an invalid annotation or
+// a pod that cannot be injected as it is), to be denied with its message,
+// rather than an internal error.
+func IsRefused(err error) bool {
+	var ae *AnnotationError
+	var pe *PodError
+	return errors.As(err, &ae) || errors.As(err, &pe)
 }
 
 // parsed holds the validated pod annotations. Pointers and empty strings

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strconv"
 
@@ -272,6 +271,9 @@ func findProxy(pod *corev1.Pod) *corev1.Container {
 	return nil
 }
 
+// maxAnnotationBytes is the API server's limit on a pod's annotations.
+const maxAnnotationBytes = 256 * 1024
+
 // validateResult refuses what the API server would refuse: duplicate
 // names, mounts without a volume, over-long label values.
 func validateResult(pod *corev1.Pod) error {
@@ -282,7 +284,7 @@ func validateResult(pod *corev1.Pod) error {
 	}{{"init container", pod.Spec.InitContainers}, {"container", pod.Spec.Containers}} {
 		for _, c := range list.cs {
 			if prev, ok := seen[c.Name]; ok {
-				return fmt.Errorf("injection would give the pod two containers named %q (%s and %s); rename the pod's own", c.Name, prev, list.kind)
+				return podErrorf("injection would give the pod two containers named %q (%s and %s); rename the pod's own", c.Name, prev, list.kind)
 			}
 			seen[c.Name] = list.kind
 		}
@@ -290,7 +292,7 @@ func validateResult(pod *corev1.Pod) error {
 	vols := map[string]bool{}
 	for _, v := range pod.Spec.Volumes {
 		if vols[v.Name] {
-			return fmt.Errorf("injection would give the pod two volumes named %q; rename the pod's own", v.Name)
+			return podErrorf("injection would give the pod two volumes named %q; rename the pod's own", v.Name)
 		}
 		vols[v.Name] = true
 	}
@@ -298,14 +300,21 @@ func validateResult(pod *corev1.Pod) error {
 		for _, c := range list {
 			for _, m := range c.VolumeMounts {
 				if !vols[m.Name] {
-					return fmt.Errorf("container %q mounts volume %q, which the pod does not have (check %s and %s)", c.Name, m.Name, AnnotationUserVolumeMount, AnnotationUserVolume)
+					return podErrorf("container %q mounts volume %q, which the pod does not have (check %s and %s)", c.Name, m.Name, AnnotationUserVolumeMount, AnnotationUserVolume)
 				}
 			}
 		}
 	}
+	var total int
+	for k, v := range pod.Annotations {
+		total += len(k) + len(v)
+	}
+	if total > maxAnnotationBytes {
+		return podErrorf("the injected pod's annotations would total %d bytes; the API server allows %d", total, maxAnnotationBytes)
+	}
 	for k, v := range pod.Labels {
 		if len(v) > 63 {
-			return fmt.Errorf("label %s would be %d characters long; label values are at most 63", k, len(v))
+			return podErrorf("label %s would be %d characters long; label values are at most 63", k, len(v))
 		}
 	}
 	return nil

@@ -320,6 +320,15 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	if len(names) == 0 {
 		names = cfg.DefaultTemplates
 	}
+	// The pod's own volumes must not take the names of the injected ones:
+	// a merge would give one volume two sources.
+	for _, v := range orig.Spec.Volumes {
+		for _, iv := range data.Volumes {
+			if v.Name == iv.Name {
+				return nil, podErrorf("the pod's volume %q has the name of a volume the sidecar needs; rename it", v.Name)
+			}
+		}
+	}
 	var out *corev1.Pod
 	if len(names) == 1 && cfg.IsBuiltin(names[0]) && names[0] == "sidecar" && !req.AlwaysRender {
 		out = placeBuiltin(orig, data)

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -160,3 +161,42 @@ func containerNames(cs []corev1.Container) []string {
 }
 
 func joined(s []string) string { return fmt.Sprint(s) }
+
+func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
+	cfg := templates.MustDefault()
+	tests := []struct {
+		name   string
+		mutate func(*corev1.Pod)
+		want   string
+	}{
+		{"volume named like an injected one", func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "istio-envoy"})
+		}, `volume "istio-envoy"`},
+		{"user volume named like an injected one", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationUserVolume: `{"istio-data":{"emptyDir":{}}}`}
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "istio-data"})
+		}, `volume "istio-data"`},
+		{"mount without volume", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationUserVolumeMount: `{"missing":{"mountPath":"/m"}}`}
+		}, `mounts volume "missing"`},
+		{"app container named like the init container", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-init", Image: "x"})
+		}, `two containers named "istio-init"`},
+		{"annotations over the API server's limit", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"big": string(make([]byte, 300*1024))}
+		}, "annotations would total"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := testPod(nil)
+			tt.mutate(pod)
+			_, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			if err == nil || !IsRefused(err) {
+				t.Fatalf("want a refusal, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+}
