@@ -41,7 +41,12 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
 	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/inject/
 
 .PHONY: test
-test: vet test-unit ## Run every test CI runs (unit, golden, conformance, e2e)
+.PHONY: test-netns
+test-netns: ## Run the traffic-capture test in real network namespaces (root)
+	$(GO) test -count=1 ./test/e2e/netns/...
+
+.PHONY: test
+test: vet test-unit test-netns ## Run every test CI runs (unit, golden, conformance, e2e)
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts
