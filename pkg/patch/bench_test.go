@@ -1,0 +1,54 @@
+package patch_test
+
+import (
+	"encoding/json"
+	"os"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/pkg/inject"
+	"github.com/remora-mesh/remora/pkg/patch"
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+func benchPods(b *testing.B) ([]byte, *corev1.Pod, *corev1.Pod) {
+	y, err := os.ReadFile("../../testdata/bench/reviews-v1-pod.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pod := &corev1.Pod{}
+	if err := yaml.Unmarshal(y, pod); err != nil {
+		b.Fatal(err)
+	}
+	raw, _ := json.Marshal(pod)
+	res, err := inject.Inject(inject.Request{Pod: pod, Config: templates.MustDefault(), NativeSidecars: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw, pod, res.Pod
+}
+
+// BenchmarkPatchDirect builds the patch from the injected fields.
+func BenchmarkPatchDirect(b *testing.B) {
+	raw, orig, injected := benchPods(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := patch.Operations(raw, orig, injected); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPatchGeneric is controller-runtime's way: marshal the injected
+// pod and diff two JSON documents.
+func BenchmarkPatchGeneric(b *testing.B) {
+	raw, _, injected := benchPods(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := patch.Generic(raw, injected); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
