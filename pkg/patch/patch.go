@@ -29,7 +29,9 @@ func Operations(raw []byte, orig, injected *corev1.Pod) ([]jsonpatch.Operation, 
 
 // Generic diffs the raw object against the injected pod's JSON, as
 // controller-runtime's PatchResponseFromRaw does.
-func Generic(raw []byte, injected *corev1.Pod) ([]jsonpatch.Operation, error) { return generic(raw, injected) }
+func Generic(raw []byte, injected *corev1.Pod) ([]jsonpatch.Operation, error) {
+	return generic(raw, injected)
+}
 
 // IsDirect reports whether Operations builds the patch directly (only the
 // fields injection changes differ).
@@ -57,7 +59,9 @@ func direct(orig, injected *corev1.Pod) ([]jsonpatch.Operation, bool) {
 	ops = mapOps(ops, "/metadata/labels", orig.Labels, injected.Labels)
 	ops = mapOps(ops, "/metadata/annotations", orig.Annotations, injected.Annotations)
 	ops = fieldOp(ops, "/spec/initContainers", len(orig.Spec.InitContainers) > 0, len(injected.Spec.InitContainers) > 0,
-		func() bool { return equality.Semantic.DeepEqual(orig.Spec.InitContainers, injected.Spec.InitContainers) }, injected.Spec.InitContainers)
+		func() bool {
+			return equality.Semantic.DeepEqual(orig.Spec.InitContainers, injected.Spec.InitContainers)
+		}, injected.Spec.InitContainers)
 	// containers has no omitempty: an empty list is written as null, never
 	// left out.
 	ops = fieldOp(ops, "/spec/containers", true, true,
@@ -65,7 +69,9 @@ func direct(orig, injected *corev1.Pod) ([]jsonpatch.Operation, bool) {
 	ops = fieldOp(ops, "/spec/volumes", len(orig.Spec.Volumes) > 0, len(injected.Spec.Volumes) > 0,
 		func() bool { return equality.Semantic.DeepEqual(orig.Spec.Volumes, injected.Spec.Volumes) }, injected.Spec.Volumes)
 	ops = fieldOp(ops, "/spec/imagePullSecrets", len(orig.Spec.ImagePullSecrets) > 0, len(injected.Spec.ImagePullSecrets) > 0,
-		func() bool { return equality.Semantic.DeepEqual(orig.Spec.ImagePullSecrets, injected.Spec.ImagePullSecrets) }, injected.Spec.ImagePullSecrets)
+		func() bool {
+			return equality.Semantic.DeepEqual(orig.Spec.ImagePullSecrets, injected.Spec.ImagePullSecrets)
+		}, injected.Spec.ImagePullSecrets)
 	ops = fieldOp(ops, "/spec/dnsConfig", orig.Spec.DNSConfig != nil, injected.Spec.DNSConfig != nil,
 		func() bool { return equality.Semantic.DeepEqual(orig.Spec.DNSConfig, injected.Spec.DNSConfig) }, injected.Spec.DNSConfig)
 	return ops, true
