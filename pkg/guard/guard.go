@@ -1,0 +1,208 @@
+// Package guard checks an admission request's HTTP envelope before the
+// AdmissionReview reaches controller-runtime's decoder: the method, the
+// media type, the size, strict JSON (valid UTF-8, no byte-order mark, no
+// duplicate object keys anywhere, nothing after the value) and the review's
+// envelope (apiVersion, kind, request, uid, object). A duplicate key matters:
+// with "last key wins" an invalid annotation followed by a valid copy would
+// escape validation while the API server may have read the other copy.
+//
+// It also bounds how long reading the body and writing the answer may take,
+// and turns a panic further down into a 500 answer, a log line with the uid
+// and a count, so one bad request never takes the server down.
+package guard
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// MaxBodyBytes is the largest request accepted: the API server's own limit
+// for an object (3 MiB) plus a margin for the AdmissionReview around it.
+const MaxBodyBytes = 3<<20 + 256<<10
+
+// Reasons a request is refused; a small fixed set, for the metric.
+const (
+	ReasonMethod      = "method-not-allowed"
+	ReasonMediaType   = "unsupported-media-type"
+	ReasonTooLarge    = "too-large"
+	ReasonBodyRead    = "body-read-failed"
+	ReasonInvalidJSON = "invalid-json"
+	ReasonEnvelope    = "invalid-envelope"
+	ReasonPanic       = "panic"
+)
+
+var rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "remora_webhook_rejected_requests_total",
+	Help: "Admission requests refused before decoding, by reason.",
+}, []string{"reason"})
+
+var panics = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "remora_webhook_panics_total",
+	Help: "Panics recovered while answering an admission request; each one is a bug.",
+})
+
+func init() {
+	metrics.Registry.MustRegister(rejected, panics)
+}
+
+// Options configure the guard.
+type Options struct {
+	// ReadTimeout bounds reading the body (default 10s).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the whole answer (default 30s; the API server
+	// gives up after the webhook's timeoutSeconds, at most 30s).
+	WriteTimeout time.Duration
+	// Log receives refusals (at V(1)) and recovered panics.
+	Log logr.Logger
+}
+
+// New wraps next, the admission webhook.
+func New(next http.Handler, opts Options) http.Handler {
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	return &guard{next: next, opts: opts}
+}
+
+type guard struct {
+	next http.Handler
+	opts Options
+}
+
+// envelope is the part of an AdmissionReview the guard checks.
+type envelope struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Request    *struct {
+		UID       string          `json:"uid"`
+		Operation string          `json:"operation"`
+		Object    json.RawMessage `json:"object"`
+	} `json:"request"`
+}
+
+func (g *guard) refuse(w http.ResponseWriter, code int, reason, msg string) {
+	rejected.WithLabelValues(reason).Inc()
+	g.opts.Log.V(1).Info("Refused admission request", "reason", reason, "message", msg)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	now := time.Now()
+	_ = rc.SetReadDeadline(now.Add(g.opts.ReadTimeout))
+	_ = rc.SetWriteDeadline(now.Add(g.opts.WriteTimeout))
+
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		g.refuse(w, http.StatusMethodNotAllowed, ReasonMethod, "method "+r.Method+" is not allowed; admission reviews are POSTed")
+		return
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		g.refuse(w, http.StatusUnsupportedMediaType, ReasonMediaType, fmt.Sprintf("content type %q is not supported; send application/json", r.Header.Get("Content-Type")))
+		return
+	}
+	if r.ContentLength > MaxBodyBytes {
+		g.refuse(w, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("request body of %d bytes exceeds the limit of %d", r.ContentLength, MaxBodyBytes))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			g.refuse(w, http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("request body exceeds the limit of %d bytes", MaxBodyBytes))
+			return
+		}
+		g.refuse(w, http.StatusBadRequest, ReasonBodyRead, "reading the request body: "+err.Error())
+		return
+	}
+	if msg := checkJSON(body); msg != "" {
+		g.refuse(w, http.StatusBadRequest, ReasonInvalidJSON, msg)
+		return
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		g.refuse(w, http.StatusBadRequest, ReasonEnvelope, "the body is not an AdmissionReview: "+err.Error())
+		return
+	}
+	if msg := checkEnvelope(&env); msg != "" {
+		g.refuse(w, http.StatusBadRequest, ReasonEnvelope, msg)
+		return
+	}
+
+	defer func() {
+		if p := recover(); p != nil {
+			panics.Inc()
+			g.opts.Log.Error(fmt.Errorf("panic: %v", p), "Recovered a panic while answering an admission request (a bug)", "uid", env.Request.UID)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		}
+	}()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	// controller-runtime compares the header exactly.
+	r.Header.Set("Content-Type", "application/json")
+	g.next.ServeHTTP(w, r)
+}
+
+// checkJSON returns why body is not one strict JSON object, or "".
+func checkJSON(body []byte) string {
+	if jsontext.Value(body).IsValid() {
+		if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+			return "the body must be a JSON object (an AdmissionReview)"
+		}
+		return ""
+	}
+	// The slow path explains what is wrong.
+	if bytes.HasPrefix(body, []byte("\xef\xbb\xbf")) {
+		return "the body starts with a byte-order mark; send plain UTF-8 JSON"
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	for {
+		if _, err := dec.ReadToken(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return "the body is not strict JSON: more than one JSON value"
+			}
+			return "the body is not strict JSON: " + err.Error()
+		}
+	}
+}
+
+func checkEnvelope(env *envelope) string {
+	switch env.APIVersion {
+	case "admission.k8s.io/v1", "admission.k8s.io/v1beta1":
+	default:
+		return fmt.Sprintf("apiVersion %q is not admission.k8s.io/v1 or admission.k8s.io/v1beta1", env.APIVersion)
+	}
+	if env.Kind != "AdmissionReview" {
+		return fmt.Sprintf("kind %q is not AdmissionReview", env.Kind)
+	}
+	if env.Request == nil {
+		return "the AdmissionReview has no request"
+	}
+	if env.Request.UID == "" {
+		return "the request has no uid, so it cannot be answered"
+	}
+	if env.Request.Operation == "CREATE" && (len(env.Request.Object) == 0 || string(env.Request.Object) == "null") {
+		return "the CREATE request has no object"
+	}
+	return ""
+}
