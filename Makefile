@@ -46,8 +46,16 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
 test-netns: ## Run the traffic-capture test in real network namespaces (root)
 	$(GO) test -count=1 ./test/e2e/netns/...
 
+.PHONY: test-e2e
+test-e2e: envtest-bins ## Run the webhook end-to-end tests against a real control plane (15-60 s)
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v ./test/e2e/ ./test/e2e/framework/
+
+.PHONY: local-cluster
+local-cluster: envtest-bins ## Run a local control plane with the injector and examples/ injected (Ctrl-C stops it)
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
+
 .PHONY: test
-test: vet test-unit test-netns ## Run every test CI runs (unit, golden, conformance, e2e)
+test: vet test-unit test-netns test-e2e ## Run every test CI runs (unit, golden, conformance, chart, netns, e2e)
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts

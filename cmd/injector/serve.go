@@ -1,0 +1,439 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/discovery"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/remora-mesh/remora/pkg/configwatch"
+	"github.com/remora-mesh/remora/pkg/guard"
+	"github.com/remora-mesh/remora/pkg/selfcert"
+	"github.com/remora-mesh/remora/pkg/version"
+	"github.com/remora-mesh/remora/pkg/webhook"
+)
+
+func init() {
+	subcommands = append(subcommands, newServeCmd)
+}
+
+// Names fixed by the deployment (the Helm chart relies on them).
+const (
+	// leaderElectionID names the Lease the replicas elect a leader with.
+	leaderElectionID = "remora-injector-leader"
+	// injectPath serves Istio's webhook path; injectPrefix also serves
+	// Istio's trailing path parameters (/inject/cluster/X/net/Y), which
+	// are ignored.
+	injectPath   = "/inject"
+	injectPrefix = "/inject/"
+	// drainTimeout bounds how long in-flight admissions may take to finish
+	// after the shutdown delay.
+	drainTimeout = 20 * time.Second
+)
+
+// nativeSidecarsMinVersion is the first Kubernetes version with native
+// sidecars (init containers with restartPolicy Always) on by default.
+var nativeSidecarsMinVersion = utilversion.MajorMinor(1, 29)
+
+// serveOptions are the flags of injector serve.
+type serveOptions struct {
+	port              int
+	certDir           string
+	configDir         string
+	metricsAddr       string
+	probeAddr         string
+	namespace         string
+	revision          string
+	nativeSidecars    string
+	leaderElect       bool
+	enableHTTP2       bool
+	kubeconfig        string
+	kubeContext       string
+	shutdownDelay     time.Duration
+	selfManagedCerts  bool
+	certSecretName    string
+	webhookConfigName string
+	serviceName       string
+	// Used by the companion controller; accepted now so that deployments
+	// can already pass them.
+	restartOutdated       bool
+	maxConcurrentRestarts int
+
+	zap zap.Options
+}
+
+func newServeCmd() *cobra.Command {
+	o := &serveOptions{zap: zap.Options{}}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the sidecar injection admission webhook",
+		Long: `Run the mutating admission webhook that injects the Istio proxy into pods.
+
+The webhook is served over TLS on --port at /inject (and /inject/..., where
+Istio's trailing path parameters are ignored) with the certificate in
+--cert-dir, which is reloaded when it changes. The injection configuration is
+read from --config-dir (a mounted ConfigMap with values.yaml, mesh.yaml and
+*.tmpl) and reloaded when it changes; an invalid change is rejected and the
+last good configuration keeps serving. Without --config-dir the embedded
+defaults are used. Metrics are served on --metrics-bind-address at /metrics,
+liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
+		Example: `  # In a pod, with the certificate and configuration mounted:
+  injector serve --cert-dir=/etc/remora/certs --config-dir=/etc/remora/config
+
+  # Against a cluster from a workstation, self-signing its own certificate:
+  injector serve --kubeconfig ~/.kube/config --namespace remora-system \
+    --self-managed-certs --cert-dir /tmp/remora-certs`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if errs := o.validate(); len(errs) > 0 {
+				return fmt.Errorf("invalid flags: %w", errs.ToAggregate())
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.port, "port", 9443, "port the webhook server listens on")
+	f.StringVar(&o.certDir, "cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
+		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
+	f.StringVar(&o.configDir, "config-dir", "", "injection configuration directory (values.yaml, mesh.yaml, *.tmpl), watched for changes; empty: the embedded defaults")
+	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus /metrics endpoint; "0" disables it`)
+	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the injector's own namespace: never injected, holds the leader election Lease and the self-managed certificate Secret (default $POD_NAMESPACE)")
+	f.StringVar(&o.revision, "revision", "", "Istio revision (istio.io/rev) this injector serves; overrides the values' revision when set")
+	f.StringVar(&o.nativeSidecars, "native-sidecars", "auto", "inject the proxy as a native sidecar (an init container with restartPolicy Always): auto (from the API server's version, >= 1.29), true or false; true and false override the values' global.nativeSidecars")
+	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader among the replicas (Lease "+leaderElectionID+" in --namespace) for the companion controller's work; admissions are served by every replica")
+	f.BoolVar(&o.enableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1 (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: $KUBECONFIG, the in-cluster config, then ~/.kube/config")
+	f.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
+	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, report not-ready and keep serving this long before closing the listener, so that the Service's endpoints drop this replica first")
+	f.BoolVar(&o.selfManagedCerts, "self-managed-certs", false, "generate and rotate the CA and serving certificate in a Secret of --namespace, write them to --cert-dir and keep the webhook configuration's caBundle in sync (the alternative to cert-manager)")
+	f.StringVar(&o.certSecretName, "cert-secret-name", "remora-injector-tls", "Secret holding the self-managed certificates (with --self-managed-certs)")
+	f.StringVar(&o.webhookConfigName, "webhook-config-name", "remora-injector", "MutatingWebhookConfiguration whose caBundle is kept in sync (with --self-managed-certs)")
+	f.StringVar(&o.serviceName, "service-name", "remora-injector", "the webhook's Service; the self-managed serving certificate is valid for its DNS names (with --self-managed-certs)")
+	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "restart workloads whose pods were injected with an outdated configuration (used by the companion controller; accepted but not acted on yet)")
+	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarted at once (used by the companion controller; accepted but not acted on yet)")
+
+	// controller-runtime's zap flags: --zap-log-level, --zap-devel,
+	// --zap-encoder, --zap-stacktrace-level, --zap-time-encoding.
+	gofs := flag.NewFlagSet("zap", flag.ContinueOnError)
+	o.zap.BindFlags(gofs)
+	f.AddGoFlagSet(gofs)
+	return cmd
+}
+
+// validate reports every invalid flag.
+func (o *serveOptions) validate() field.ErrorList {
+	var errs field.ErrorList
+	root := field.NewPath("serve")
+	if o.port < 1 || o.port > 65535 {
+		errs = append(errs, field.Invalid(root.Child("port"), o.port, "must be between 1 and 65535"))
+	}
+	switch o.nativeSidecars {
+	case "auto", "true", "false":
+	default:
+		errs = append(errs, field.NotSupported(root.Child("native-sidecars"), o.nativeSidecars, []string{"auto", "true", "false"}))
+	}
+	if o.certDir == "" {
+		errs = append(errs, field.Required(root.Child("cert-dir"), ""))
+	}
+	if o.shutdownDelay < 0 {
+		errs = append(errs, field.Invalid(root.Child("shutdown-delay"), o.shutdownDelay.String(), "must not be negative"))
+	}
+	if o.maxConcurrentRestarts < 1 {
+		errs = append(errs, field.Invalid(root.Child("max-concurrent-restarts"), o.maxConcurrentRestarts, "must be at least 1"))
+	}
+	if o.leaderElect && o.namespace == "" {
+		errs = append(errs, field.Required(root.Child("namespace"), "--leader-elect needs the namespace of its Lease"))
+	}
+	if o.selfManagedCerts {
+		if o.namespace == "" {
+			errs = append(errs, field.Required(root.Child("namespace"), "--self-managed-certs needs the namespace of its Secret"))
+		}
+		for name, v := range map[string]string{"cert-secret-name": o.certSecretName, "service-name": o.serviceName} {
+			if v == "" {
+				errs = append(errs, field.Required(root.Child(name), "needed by --self-managed-certs"))
+			}
+		}
+	}
+	return errs
+}
+
+// run serves until ctx ends (SIGTERM or SIGINT), then shuts down gracefully.
+func (o *serveOptions) run(ctx context.Context) error {
+	logger := zap.New(zap.UseFlagOptions(&o.zap))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger.WithName("client-go"))
+	setupLog := logger.WithName("setup")
+	setupLog.Info("Starting the Remora injector", "version", version.Version, "revision", version.Revision)
+
+	restCfg, err := o.restConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	restCfg.UserAgent = "remora-injector/" + version.Version
+
+	native, err := o.resolveNativeSidecars(restCfg, setupLog)
+	if err != nil {
+		return err
+	}
+
+	watcher, err := configwatch.New(configwatch.Options{
+		Dir:       o.configDir,
+		Overrides: configwatch.Overrides{Revision: o.revision, NativeSidecars: o.nativeSidecars},
+	})
+	if err != nil {
+		return fmt.Errorf("loading the injection configuration: %w", err)
+	}
+	setupLog.Info("Loaded the injection configuration", "dir", o.configDir, "hash", watcher.Current().Hash,
+		"revision", watcher.Current().Settings.Revision)
+	if o.namespace == "" {
+		setupLog.Info("No --namespace or POD_NAMESPACE: the injector's own namespace is not excluded from injection by the injector itself")
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("building the scheme: %w", err)
+	}
+	gracePeriod := o.shutdownDelay + drainTimeout
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress: o.probeAddr,
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Port:    o.port,
+			CertDir: o.certDir,
+			TLSOpts: []func(*tls.Config){o.tlsOptions},
+		}),
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              leaderElectionID,
+		LeaderElectionNamespace:       o.namespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &gracePeriod,
+		Cache: cache.Options{
+			// Only namespace metadata is cached; drop what is never read.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	// Start the namespace metadata informer with the manager's cache, so
+	// that readiness waits for it and admissions read labels from memory.
+	nsMeta := &metav1.PartialObjectMetadata{}
+	nsMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	nsInformer, err := mgr.GetCache().GetInformer(ctx, nsMeta)
+	if err != nil {
+		return fmt.Errorf("creating the namespace informer: %w", err)
+	}
+
+	handler, err := webhook.NewHandler(webhook.Options{
+		Config:         watcher.Current,
+		Namespaces:     mgr.GetClient(),
+		Uncached:       mgr.GetAPIReader(),
+		OwnNamespace:   o.namespace,
+		NativeSidecars: native,
+		Decoder:        admission.NewDecoder(scheme),
+	})
+	if err != nil {
+		return fmt.Errorf("creating the admission handler: %w", err)
+	}
+	// The guard checks the HTTP request and its JSON strictly before
+	// controller-runtime decodes the review, bounds read and write time
+	// per request, and recovers panics.
+	hook := guard.New(&admission.Webhook{Handler: handler}, guard.Options{Log: ctrl.Log.WithName("guard")})
+	mgr.GetWebhookServer().Register(injectPath, hook)
+	mgr.GetWebhookServer().Register(injectPrefix, hook)
+
+	if err := mgr.Add(watcher); err != nil {
+		return fmt.Errorf("adding the configuration watcher: %w", err)
+	}
+	drain := &drainer{delay: o.shutdownDelay}
+	if err := mgr.Add(drain); err != nil {
+		return fmt.Errorf("adding the shutdown drainer: %w", err)
+	}
+
+	if o.selfManagedCerts {
+		certDir, err := filepath.Abs(o.certDir)
+		if err != nil {
+			return fmt.Errorf("--cert-dir: %w", err)
+		}
+		certs, err := selfcert.New(mgr.GetClient(), mgr.GetAPIReader(), selfcert.Options{
+			Namespace:         o.namespace,
+			SecretName:        o.certSecretName,
+			ServiceName:       o.serviceName,
+			WebhookConfigName: o.webhookConfigName,
+			CertDir:           certDir,
+		})
+		if err != nil {
+			return fmt.Errorf("setting up self-managed certificates: %w", err)
+		}
+		// The webhook server reads the certificate as it starts, before
+		// any runnable: write it first.
+		if err := certs.Bootstrap(ctx); err != nil {
+			if ctx.Err() != nil {
+				setupLog.Info("Stopped before the self-managed certificate was written")
+				return nil
+			}
+			return err
+		}
+		if err := mgr.Add(certs); err != nil {
+			return fmt.Errorf("adding the self-managed certificates: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("self-managed-certs", certs.Checker); err != nil {
+			return fmt.Errorf("adding a readiness check: %w", err)
+		}
+	}
+
+	for name, check := range map[string]healthz.Checker{
+		"shutdown":        drain.Checker,
+		"webhook":         mgr.GetWebhookServer().StartedChecker(),
+		"config":          watcher.Checker,
+		"namespace-cache": syncedChecker(nsInformer.HasSynced),
+	} {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return fmt.Errorf("adding readiness check %s: %w", name, err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the liveness check: %w", err)
+	}
+
+	setupLog.Info("Serving", "port", o.port, "paths", []string{injectPath, injectPrefix}, "certDir", o.certDir,
+		"nativeSidecars", native, "ownNamespace", o.namespace, "http2", o.enableHTTP2, "leaderElection", o.leaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the manager: %w", err)
+	}
+	setupLog.Info("Stopped")
+	return nil
+}
+
+// tlsOptions hardens the webhook server's TLS configuration.
+func (o *serveOptions) tlsOptions(c *tls.Config) {
+	c.MinVersion = tls.VersionTLS12
+	// TLS 1.2 with forward secrecy and AEAD only (TLS 1.3 suites are fixed).
+	c.CipherSuites = []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+	if !o.enableHTTP2 {
+		c.NextProtos = []string{"http/1.1"}
+	}
+}
+
+// restConfig loads --kubeconfig and --context, or controller-runtime's
+// defaults ($KUBECONFIG, in-cluster, ~/.kube/config).
+func (o *serveOptions) restConfig() (*rest.Config, error) {
+	if o.kubeconfig == "" {
+		return config.GetConfigWithContext(o.kubeContext)
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.kubeconfig},
+		&clientcmd.ConfigOverrides{CurrentContext: o.kubeContext},
+	).ClientConfig()
+}
+
+// resolveNativeSidecars turns --native-sidecars into the value the engine
+// uses when the values say auto; auto asks the API server's version.
+func (o *serveOptions) resolveNativeSidecars(restCfg *rest.Config, log logr.Logger) (bool, error) {
+	if o.nativeSidecars != "auto" {
+		return o.nativeSidecars == "true", nil
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
+	if err != nil {
+		return false, fmt.Errorf("creating a discovery client: %w", err)
+	}
+	info, err := dc.ServerVersion()
+	if err != nil {
+		return false, fmt.Errorf("reading the API server's version for --native-sidecars=auto: %w", err)
+	}
+	native, err := nativeSidecarsSupported(info.GitVersion)
+	if err != nil {
+		return false, err
+	}
+	log.Info("Detected native sidecar support", "serverVersion", info.GitVersion, "nativeSidecars", native)
+	return native, nil
+}
+
+// nativeSidecarsSupported says whether an API server of this version runs
+// native sidecars by default.
+func nativeSidecarsSupported(gitVersion string) (bool, error) {
+	v, err := utilversion.ParseGeneric(gitVersion)
+	if err != nil {
+		return false, fmt.Errorf("parsing the API server's version %q: %w", gitVersion, err)
+	}
+	return v.AtLeast(nativeSidecarsMinVersion), nil
+}
+
+// syncedChecker is a readiness check that passes once synced does.
+func syncedChecker(synced func() bool) healthz.Checker {
+	return func(_ *http.Request) error {
+		if !synced() {
+			return errors.New("not synced yet")
+		}
+		return nil
+	}
+}
+
+// drainer turns readiness off as soon as shutdown begins and holds the
+// shutdown for a delay, during which the webhook keeps serving. The manager
+// stops it first, before the caches and the webhook server, whose own
+// shutdown then drains the admissions still in flight.
+type drainer struct {
+	delay    time.Duration
+	draining atomic.Bool
+}
+
+var (
+	_ manager.Runnable               = (*drainer)(nil)
+	_ manager.LeaderElectionRunnable = (*drainer)(nil)
+)
+
+// Start waits for shutdown, then reports not-ready for the delay.
+func (d *drainer) Start(ctx context.Context) error {
+	<-ctx.Done()
+	d.draining.Store(true)
+	ctrl.Log.WithName("shutdown").Info("Shutting down: not ready, serving on until the listener closes", "delay", d.delay)
+	time.Sleep(d.delay)
+	return nil
+}
+
+// NeedLeaderElection returns false: every replica drains.
+func (d *drainer) NeedLeaderElection() bool { return false }
+
+// Checker fails once shutdown has begun.
+func (d *drainer) Checker(_ *http.Request) error {
+	if d.draining.Load() {
+		return errors.New("shutting down")
+	}
+	return nil
+}

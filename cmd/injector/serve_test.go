@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServeFlags pins the flag names and defaults the Helm chart relies on.
+func TestServeFlags(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "remora-system")
+	cmd := newServeCmd()
+	want := map[string]string{
+		"port":                      "9443",
+		"config-dir":                "",
+		"metrics-bind-address":      ":8080",
+		"health-probe-bind-address": ":8081",
+		"namespace":                 "remora-system",
+		"revision":                  "",
+		"native-sidecars":           "auto",
+		"leader-elect":              "false",
+		"enable-http2":              "false",
+		"kubeconfig":                "",
+		"self-managed-certs":        "false",
+		"cert-secret-name":          "remora-injector-tls",
+		"webhook-config-name":       "remora-injector",
+		"service-name":              "remora-injector",
+		"restart-outdated":          "false",
+		"max-concurrent-restarts":   "1",
+		"shutdown-delay":            "5s",
+		"cert-dir":                  "",
+		"zap-log-level":             "",
+	}
+	for name, def := range want {
+		t.Run(name, func(t *testing.T) {
+			f := cmd.Flags().Lookup(name)
+			if f == nil {
+				t.Fatalf("no --%s flag", name)
+			}
+			if name == "cert-dir" || name == "zap-log-level" {
+				return // defaults depend on the environment or the logger
+			}
+			if f.DefValue != def {
+				t.Errorf("--%s defaults to %q, want %q", name, f.DefValue, def)
+			}
+		})
+	}
+}
+
+func TestServeValidate(t *testing.T) {
+	valid := func() *serveOptions {
+		return &serveOptions{port: 9443, certDir: "/certs", nativeSidecars: "auto", maxConcurrentRestarts: 1,
+			shutdownDelay: time.Second, certSecretName: "s", serviceName: "svc"}
+	}
+	tests := []struct {
+		name   string
+		mutate func(o *serveOptions)
+		errs   []string // substrings of the errors, one per expected error
+	}{
+		{name: "defaults are valid", mutate: func(*serveOptions) {}},
+		{name: "port out of range", mutate: func(o *serveOptions) { o.port = 70000 }, errs: []string{"serve.port"}},
+		{name: "unknown native sidecars mode", mutate: func(o *serveOptions) { o.nativeSidecars = "yes" }, errs: []string{"serve.native-sidecars"}},
+		{name: "no cert dir", mutate: func(o *serveOptions) { o.certDir = "" }, errs: []string{"serve.cert-dir"}},
+		{name: "negative shutdown delay", mutate: func(o *serveOptions) { o.shutdownDelay = -time.Second }, errs: []string{"serve.shutdown-delay"}},
+		{name: "no restarts allowed", mutate: func(o *serveOptions) { o.maxConcurrentRestarts = 0 }, errs: []string{"serve.max-concurrent-restarts"}},
+		{name: "leader election without namespace", mutate: func(o *serveOptions) { o.leaderElect = true }, errs: []string{"--leader-elect"}},
+		{name: "leader election with namespace", mutate: func(o *serveOptions) { o.leaderElect, o.namespace = true, "remora-system" }},
+		{
+			name:   "self-managed certs need a namespace and names",
+			mutate: func(o *serveOptions) { o.selfManagedCerts, o.certSecretName, o.serviceName = true, "", "" },
+			errs:   []string{"--self-managed-certs needs the namespace", "serve.cert-secret-name", "serve.service-name"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := valid()
+			tt.mutate(o)
+			errs := o.validate()
+			if len(errs) != len(tt.errs) {
+				t.Fatalf("got %d errors %v, want %d", len(errs), errs, len(tt.errs))
+			}
+			all := errs.ToAggregate()
+			for _, want := range tt.errs {
+				if !strings.Contains(all.Error(), want) {
+					t.Errorf("errors %q do not mention %q", all, want)
+				}
+			}
+		})
+	}
+}
+
+func TestNativeSidecarsSupported(t *testing.T) {
+	tests := []struct {
+		version string
+		want    bool
+		wantErr bool
+	}{
+		{version: "v1.37.2", want: true},
+		{version: "v1.29.0", want: true},
+		{version: "v1.29.0-eks-1234", want: true},
+		{version: "v1.28.15", want: false},
+		{version: "v1.27.3+k3s1", want: false},
+		{version: "v2.0.0", want: true},
+		{version: "garbage", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			got, err := nativeSidecarsSupported(tt.version)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTLSOptions(t *testing.T) {
+	for _, http2 := range []bool{false, true} {
+		c := &tls.Config{NextProtos: []string{"h2"}} // controller-runtime's starting point
+		(&serveOptions{enableHTTP2: http2}).tlsOptions(c)
+		if c.MinVersion != tls.VersionTLS12 {
+			t.Errorf("http2=%v: MinVersion %x, want TLS 1.2", http2, c.MinVersion)
+		}
+		offersH2 := len(c.NextProtos) > 0 && c.NextProtos[0] == "h2"
+		if offersH2 != http2 {
+			t.Errorf("http2=%v: NextProtos %v", http2, c.NextProtos)
+		}
+	}
+}
+
+func TestDrainerTurnsReadinessOffBeforeItReturns(t *testing.T) {
+	d := &drainer{delay: 300 * time.Millisecond}
+	if err := d.Checker(&http.Request{}); err != nil {
+		t.Fatalf("not ready before shutdown: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- d.Start(ctx) }()
+	cancel()
+	// Readiness fails while the drainer still holds the shutdown.
+	for d.Checker(&http.Request{}) == nil {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the drainer returned (%v) before its delay", err)
+	default:
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if held := time.Since(start); held < d.delay {
+		t.Fatalf("held the shutdown for %v, want at least %v", held, d.delay)
+	}
+}

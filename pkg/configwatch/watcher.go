@@ -1,0 +1,293 @@
+// Package configwatch keeps the injector's configuration current while it
+// serves. It loads a configuration directory (a mounted ConfigMap: values.yaml,
+// mesh.yaml, *.tmpl) with templates.LoadDir, watches the directory with
+// fsnotify (which sees the kubelet's atomic "..data" symlink swap as well as
+// plain writes and renames), re-checks it periodically as a safety net, and
+// publishes each new configuration through an atomic pointer only once it has
+// been fully parsed and validated. An invalid configuration is rejected and
+// logged; the last good one keeps serving.
+package configwatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// Defaults applied to zero Options fields.
+const (
+	// DefaultResyncInterval is the period of the safety-net re-check.
+	DefaultResyncInterval = time.Minute
+	// DefaultDebounce is how long the watcher waits after the last file
+	// event before reloading, so that one ConfigMap update (several events)
+	// causes one reload.
+	DefaultDebounce = 250 * time.Millisecond
+)
+
+// Options configure a Watcher.
+type Options struct {
+	// Dir is the configuration directory. Empty means the embedded default
+	// configuration, which never changes.
+	Dir string
+	// Overrides are applied to every configuration loaded: flags win over
+	// the files.
+	Overrides Overrides
+	// ResyncInterval is the period of the safety-net re-check
+	// (default DefaultResyncInterval).
+	ResyncInterval time.Duration
+	// Debounce is the quiet time after a file event before a reload
+	// (default DefaultDebounce).
+	Debounce time.Duration
+}
+
+// Watcher holds the current configuration and reloads it when the
+// configuration directory changes. It implements manager.Runnable; Current is
+// safe for concurrent use.
+type Watcher struct {
+	opts    Options
+	current atomic.Pointer[templates.Config]
+
+	// mu serialises reloads and guards lastErr.
+	mu      sync.Mutex
+	lastErr string
+}
+
+var (
+	_ manager.Runnable               = (*Watcher)(nil)
+	_ manager.LeaderElectionRunnable = (*Watcher)(nil)
+)
+
+// New loads the configuration once and returns a Watcher serving it. An
+// invalid or unreadable configuration at start-up is an error: the injector
+// refuses to start rather than serve something it was not given.
+func New(opts Options) (*Watcher, error) {
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = DefaultResyncInterval
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = DefaultDebounce
+	}
+	w := &Watcher{opts: opts}
+	cfg, err := w.load()
+	if err != nil {
+		reloadTotal.WithLabelValues(resultFailure).Inc()
+		return nil, err
+	}
+	w.publish(cfg)
+	return w, nil
+}
+
+// Current returns the configuration in effect. It never returns nil for a
+// Watcher built by New.
+func (w *Watcher) Current() *templates.Config { return w.current.Load() }
+
+// Checker is a healthz checker (for /readyz) that fails until a
+// configuration is loaded.
+func (w *Watcher) Checker(_ *http.Request) error {
+	if w.current.Load() == nil {
+		return errors.New("no injection configuration loaded")
+	}
+	return nil
+}
+
+// NeedLeaderElection returns false: every replica serves admissions and so
+// needs its own current configuration.
+func (w *Watcher) NeedLeaderElection() bool { return false }
+
+// Start watches the configuration directory until ctx ends. Without a
+// directory it only waits for ctx. Reload failures are logged and counted,
+// never returned: the last good configuration keeps serving.
+func (w *Watcher) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("configwatch")
+	if w.opts.Dir == "" {
+		logger.Info("Serving the embedded default configuration", "hash", w.Current().Hash)
+		<-ctx.Done()
+		return nil
+	}
+	logger = logger.WithValues("dir", w.opts.Dir)
+
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("creating the config directory watcher: %w", err)
+	}
+	defer func() { _ = fsw.Close() }()
+	watching := false
+	watch := func() {
+		if watching {
+			return
+		}
+		// Watch the directory, not the files: the kubelet replaces a
+		// ConfigMap's files by swapping the ..data symlink, and editors and
+		// atomic writers rename over the file, neither of which a watch on
+		// the old file would see.
+		if err := fsw.Add(w.opts.Dir); err != nil {
+			logger.Error(err, "Cannot watch the config directory; relying on the periodic re-check")
+			return
+		}
+		watching = true
+	}
+	watch()
+	logger.Info("Watching the configuration", "hash", w.Current().Hash, "resyncInterval", w.opts.ResyncInterval)
+
+	resync := time.NewTicker(w.opts.ResyncInterval)
+	defer resync.Stop()
+	debounce := time.NewTimer(0)
+	if !debounce.Stop() {
+		<-debounce.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fsw.Events:
+			if !ok {
+				return errors.New("config directory watcher closed")
+			}
+			logger.V(2).Info("Config directory event", "event", ev.String())
+			if ev.Name == w.opts.Dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				// The directory itself went away: the watch is gone.
+				watching = false
+			}
+			debounce.Reset(w.opts.Debounce)
+		case err, ok := <-fsw.Errors:
+			if !ok {
+				return errors.New("config directory watcher closed")
+			}
+			logger.Error(err, "Config directory watcher error")
+		case <-debounce.C:
+			_ = w.reload(logger) // logged and counted
+		case <-resync.C:
+			watch()
+			_ = w.reload(logger) // logged and counted
+		}
+	}
+}
+
+// Reload loads the configuration directory now and publishes it if it is
+// valid and differs from the current one. The error says why a configuration
+// was rejected; the current one is then unchanged.
+func (w *Watcher) Reload(ctx context.Context) error {
+	return w.reload(log.FromContext(ctx).WithName("configwatch"))
+}
+
+func (w *Watcher) reload(logger logr.Logger) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cfg, err := w.load()
+	if err != nil {
+		reloadTotal.WithLabelValues(resultFailure).Inc()
+		// Log each distinct failure once at error level, so that the
+		// periodic re-check of a broken directory does not flood the log.
+		if msg := err.Error(); msg != w.lastErr {
+			w.lastErr = msg
+			logger.Error(err, "Rejected the new configuration; the last good one keeps serving",
+				"servingHash", w.Current().Hash)
+		} else {
+			logger.V(1).Info("The configuration is still invalid", "error", msg)
+		}
+		return err
+	}
+	w.lastErr = ""
+	old := w.Current()
+	if old != nil && old.Hash == cfg.Hash {
+		return nil
+	}
+	w.publish(cfg)
+	reloadTotal.WithLabelValues(resultSuccess).Inc()
+	logger.Info("Loaded a new configuration", "hash", cfg.Hash, "previousHash", old.Hash)
+	return nil
+}
+
+// load reads and validates the configuration without publishing it.
+func (w *Watcher) load() (*templates.Config, error) {
+	var (
+		cfg *templates.Config
+		err error
+	)
+	if w.opts.Dir == "" {
+		cfg, err = templates.Default()
+	} else {
+		cfg, err = templates.LoadDir(w.opts.Dir)
+	}
+	if err != nil {
+		if w.opts.Dir == "" {
+			return nil, fmt.Errorf("loading the embedded configuration: %w", err)
+		}
+		return nil, fmt.Errorf("loading configuration directory %s: %w", w.opts.Dir, err)
+	}
+	return w.opts.Overrides.apply(cfg), nil
+}
+
+// publish makes cfg current and updates the gauges.
+func (w *Watcher) publish(cfg *templates.Config) {
+	w.current.Store(cfg)
+	lastSuccess.SetToCurrentTime()
+	configInfo.Reset()
+	configInfo.WithLabelValues(cfg.Hash).Set(1)
+}
+
+// Overrides are settings given on the command line that take precedence
+// over the configuration directory's values. Empty fields override nothing.
+type Overrides struct {
+	// Revision replaces the values' revision (--revision). "default" and
+	// an empty revision are the same.
+	Revision string
+	// NativeSidecars replaces the values' global.nativeSidecars
+	// (--native-sidecars=true|false; "auto" and "" leave the values alone).
+	NativeSidecars string
+}
+
+// apply returns cfg with the overrides. Config is immutable, so a changed
+// copy is returned; its hash covers the overrides, so that pods injected
+// with different effective settings never share a hash.
+func (o Overrides) apply(cfg *templates.Config) *templates.Config {
+	revision := o.Revision != "" && effectiveRevision(o.Revision) != effectiveRevision(cfg.Settings.Revision)
+	native := (o.NativeSidecars == "true" || o.NativeSidecars == "false") && o.NativeSidecars != cfg.Settings.NativeSidecars
+	if !revision && !native {
+		return cfg
+	}
+	out := *cfg
+	out.Values = maps.Clone(cfg.Values)
+	key := cfg.Hash
+	if revision {
+		out.Settings.Revision = o.Revision
+		out.Values["revision"] = o.Revision
+		key += "\x00revision=" + o.Revision
+	}
+	if native {
+		out.Settings.NativeSidecars = o.NativeSidecars
+		global, _ := cfg.Values["global"].(map[string]any)
+		global = maps.Clone(global)
+		if global == nil {
+			global = map[string]any{}
+		}
+		global["nativeSidecars"] = o.NativeSidecars
+		out.Values["global"] = global
+		key += "\x00nativeSidecars=" + o.NativeSidecars
+	}
+	sum := sha256.Sum256([]byte(key))
+	out.Hash = hex.EncodeToString(sum[:8])
+	return &out
+}
+
+// effectiveRevision maps the empty revision to "default", as injection does.
+func effectiveRevision(rev string) string {
+	if rev == "" {
+		return "default"
+	}
+	return rev
+}

@@ -1,0 +1,228 @@
+// Package webhook is Remora's admission adapter: an admission.Handler that
+// decodes the pod of an AdmissionReview, looks up its namespace's labels in
+// the manager's cache, runs the pure injection engine (pkg/inject) with the
+// current configuration and answers with a JSON patch computed from the raw
+// original and the injected pod. It also defines the injection metrics.
+//
+// It is registered on controller-runtime's webhook server, which owns TLS,
+// AdmissionReview decoding and encoding, and request metrics.
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/remora-mesh/remora/pkg/inject"
+	"github.com/remora-mesh/remora/pkg/patch"
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// Reasons the handler reports in addition to the engine's inject.Reason set,
+// for requests that never reach the engine. Like the engine's, the set is
+// small and fixed so that it can label metrics.
+const (
+	// ReasonNotPodCreate: the request is not the creation of a pod (another
+	// operation, resource or a subresource); it is allowed unchanged.
+	ReasonNotPodCreate inject.Reason = "not-pod-create"
+	// ReasonMalformedRequest: the request or its pod could not be decoded.
+	ReasonMalformedRequest inject.Reason = "malformed-request"
+	// ReasonNamespaceLookup: the namespace's labels could not be read.
+	ReasonNamespaceLookup inject.Reason = "namespace-lookup-failed"
+	// ReasonInternal: the engine or the encoding of its result failed.
+	ReasonInternal inject.Reason = "internal-error"
+)
+
+// Values of the result label of the injection metrics.
+const (
+	ResultInjected = "injected"
+	ResultSkipped  = "skipped"
+	ResultDenied   = "denied"
+	ResultError    = "error"
+)
+
+var (
+	podResource = metav1.GroupVersionResource{Group: "", Version: "v1", Resource: "pods"}
+	podKind     = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
+)
+
+// Options configure a Handler.
+type Options struct {
+	// Config returns the configuration in effect (configwatch.Watcher.Current).
+	// It is called once per admission and must not return nil.
+	Config func() *templates.Config
+	// Namespaces reads namespaces; give it the manager's cached client so
+	// that an admission never costs an API request. The handler reads
+	// metav1.PartialObjectMetadata, so the cache holds only metadata.
+	Namespaces client.Reader
+	// Uncached, if not nil, is asked when the cache does not have the
+	// namespace yet (a namespace created an instant before its first pod);
+	// use the manager's API reader. Only cache misses reach it.
+	Uncached client.Reader
+	// OwnNamespace is the injector's namespace; it is never injected.
+	OwnNamespace string
+	// NativeSidecars says whether the cluster supports native sidecars; it
+	// resolves the values' nativeSidecars: auto.
+	NativeSidecars bool
+	// Decoder decodes pods (default: one for client-go's scheme).
+	Decoder admission.Decoder
+}
+
+// Handler injects pods on admission. It implements admission.Handler.
+type Handler struct {
+	opts Options
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// NewHandler returns a Handler, or an error naming a missing option.
+func NewHandler(opts Options) (*Handler, error) {
+	if opts.Config == nil {
+		return nil, errors.New("webhook: Options.Config is required")
+	}
+	if opts.Namespaces == nil {
+		return nil, errors.New("webhook: Options.Namespaces is required")
+	}
+	if opts.Decoder == nil {
+		opts.Decoder = admission.NewDecoder(clientgoscheme.Scheme)
+	}
+	return &Handler{opts: opts}, nil
+}
+
+// Handle implements admission.Handler: it injects a created pod, allows
+// everything else unchanged, denies a pod with invalid annotations and
+// reports other failures as errors. It never panics on malformed input.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	o := h.handle(ctx, req)
+	injectionsTotal.WithLabelValues(o.result, string(o.reason)).Inc()
+	injectionDuration.Observe(time.Since(start).Seconds())
+
+	// admission.Webhook's logger already carries the request's uid
+	// (requestID), namespace, name and user.
+	logger := log.FromContext(ctx).WithValues("result", o.result, "reason", o.reason)
+	if o.pod != nil && req.Name == "" {
+		logger = logger.WithValues("generateName", o.pod.GenerateName)
+	}
+	switch o.result {
+	case ResultInjected:
+		logger.Info("Injected pod")
+	case ResultDenied:
+		logger.Info("Denied pod", "message", o.resp.Result.Message)
+	case ResultError:
+		logger.Error(o.err, "Admission failed")
+	default:
+		logger.V(1).Info("Skipped", "message", o.message)
+	}
+	return o.resp
+}
+
+// outcome is what one admission came to, for the response, the metrics and
+// the log.
+type outcome struct {
+	resp    admission.Response
+	result  string
+	reason  inject.Reason
+	message string
+	err     error
+	pod     *corev1.Pod
+}
+
+func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
+	if req.Kind.Kind == "" && req.Resource.Resource == "" {
+		err := errors.New("malformed AdmissionReview: no request, kind or resource")
+		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
+	}
+	if req.Operation != admissionv1.Create || req.SubResource != "" || (req.Resource != podResource && req.Kind != podKind) {
+		msg := fmt.Sprintf("%s of %s%s is not injected", req.Operation, req.Resource.Resource, subresource(req.SubResource))
+		return outcome{resp: admission.Allowed(msg), result: ResultSkipped, reason: ReasonNotPodCreate, message: msg}
+	}
+	if len(req.Object.Raw) == 0 {
+		err := errors.New("malformed AdmissionReview: the request has no object")
+		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
+	}
+	pod := &corev1.Pod{}
+	if err := h.opts.Decoder.Decode(req, pod); err != nil {
+		err = fmt.Errorf("decoding the pod: %w", err)
+		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
+	}
+	// Pods created by controllers arrive without a namespace; the request
+	// always has it.
+	ns := req.Namespace
+	if ns == "" {
+		ns = pod.Namespace
+	}
+	if ns == "" {
+		err := errors.New("malformed AdmissionReview: a pod creation without a namespace")
+		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err, pod: pod}
+	}
+	nsLabels, err := h.namespaceLabels(ctx, ns)
+	if err != nil {
+		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonNamespaceLookup, err: err, pod: pod}
+	}
+
+	res, err := inject.Inject(inject.Request{
+		Pod:             pod,
+		Namespace:       ns,
+		NamespaceLabels: nsLabels,
+		OwnNamespace:    h.opts.OwnNamespace,
+		Config:          h.opts.Config(),
+		NativeSidecars:  h.opts.NativeSidecars,
+	})
+	switch {
+	case inject.IsRefused(err):
+		// An invalid annotation, or a pod that cannot be injected as it is:
+		// the user's to fix; the message names what and why.
+		return outcome{resp: admission.Denied(err.Error()), result: ResultDenied, reason: inject.ReasonInvalidAnnotations, err: err, pod: pod}
+	case err != nil:
+		err = fmt.Errorf("injecting the pod: %w", err)
+		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
+	case !res.Injected:
+		return outcome{resp: admission.Allowed(res.Message), result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
+	}
+	// The patch is built from the fields injection changed; it equals
+	// PatchResponseFromRaw's generic diff in effect (pkg/patch proves it).
+	ops, err := patch.Operations(req.Object.Raw, pod, res.Pod)
+	if err != nil {
+		err = fmt.Errorf("building the patch: %w", err)
+		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
+	}
+	return outcome{resp: admission.Patched("", ops...), result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
+}
+
+// namespaceLabels returns the labels of namespace ns from the cache, or from
+// the API server when the cache has not seen the namespace yet. The result is
+// never nil, which tells the engine to apply the namespace policy.
+func (h *Handler) namespaceLabels(ctx context.Context, ns string) (map[string]string, error) {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	err := h.opts.Namespaces.Get(ctx, client.ObjectKey{Name: ns}, obj)
+	if apierrors.IsNotFound(err) && h.opts.Uncached != nil {
+		err = h.opts.Uncached.Get(ctx, client.ObjectKey{Name: ns}, obj)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the labels of namespace %q: %w", ns, err)
+	}
+	if obj.Labels == nil {
+		return map[string]string{}, nil
+	}
+	return obj.Labels, nil
+}
+
+func subresource(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "/" + s
+}

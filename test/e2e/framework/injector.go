@@ -1,0 +1,198 @@
+package framework
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// BuildInjector builds the injector binary from the repository into dir.
+func BuildInjector(repoRoot, dir string) (string, error) {
+	out := filepath.Join(dir, "injector")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/injector") //nolint:gosec // the harness's own build directory
+	cmd.Dir = repoRoot
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/injector: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// InjectorOptions configure StartInjector.
+type InjectorOptions struct {
+	// Binary is the injector executable.
+	Binary string
+	// Kubeconfig is the kubeconfig file the injector uses.
+	Kubeconfig string
+	// CertDir holds tls.crt and tls.key.
+	CertDir string
+	// ConfigDir is the configuration directory; empty for the defaults.
+	ConfigDir string
+	// Namespace is the injector's own namespace.
+	Namespace string
+	// LogPath receives the injector's output.
+	LogPath string
+	// Port, MetricsPort and ProbePort are the listening ports; zero picks
+	// free ones.
+	Port, MetricsPort, ProbePort int
+	// ShutdownDelay is --shutdown-delay (zero: one second).
+	ShutdownDelay time.Duration
+	// ExtraArgs are appended to the command line.
+	ExtraArgs []string
+}
+
+// Injector is a running "injector serve" process.
+type Injector struct {
+	*Process
+	// Opts are the options it was started with, ports filled in.
+	Opts InjectorOptions
+}
+
+// StartInjector starts "injector serve" and waits until /readyz passes.
+func StartInjector(ctx context.Context, opts InjectorOptions) (*Injector, error) {
+	for _, port := range []*int{&opts.Port, &opts.MetricsPort, &opts.ProbePort} {
+		if *port == 0 {
+			p, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			*port = p
+		}
+	}
+	if opts.ShutdownDelay == 0 {
+		opts.ShutdownDelay = time.Second
+	}
+	args := []string{"serve",
+		"--kubeconfig=" + opts.Kubeconfig,
+		"--port=" + strconv.Itoa(opts.Port),
+		"--cert-dir=" + opts.CertDir,
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(opts.MetricsPort),
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(opts.ProbePort),
+		"--namespace=" + opts.Namespace,
+		"--shutdown-delay=" + opts.ShutdownDelay.String(),
+		"--zap-log-level=debug",
+	}
+	if opts.ConfigDir != "" {
+		args = append(args, "--config-dir="+opts.ConfigDir)
+	}
+	args = append(args, opts.ExtraArgs...)
+	p, err := StartProcess("injector", opts.LogPath, opts.Binary, args...)
+	if err != nil {
+		return nil, err
+	}
+	inj := &Injector{Process: p, Opts: opts}
+	if err := inj.WaitReady(ctx, 60*time.Second); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, err
+	}
+	return inj, nil
+}
+
+// WebhookURL returns the URL of path on the webhook server.
+func (i *Injector) WebhookURL(path string) string {
+	return fmt.Sprintf("https://127.0.0.1:%d%s", i.Opts.Port, path)
+}
+
+// MetricsURL returns the URL of /metrics.
+func (i *Injector) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", i.Opts.MetricsPort)
+}
+
+// ReadyzURL returns the URL of /readyz.
+func (i *Injector) ReadyzURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/readyz", i.Opts.ProbePort)
+}
+
+// WaitReady polls /readyz until it answers 200, the process exits or the
+// timeout passes.
+func (i *Injector) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		if exited, err := i.Exited(); exited {
+			return fmt.Errorf("the injector exited before becoming ready: %w\n%s", err, i.LogTail(40))
+		}
+		code, body, err := get(ctx, i.ReadyzURL()+"?verbose")
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		last = fmt.Sprintf("%d %s %v", code, body, err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the injector was not ready within %v (last /readyz: %s)\n%s", timeout, last, i.LogTail(40))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Readyz returns the status code of /readyz.
+func (i *Injector) Readyz(ctx context.Context) (int, error) {
+	code, _, err := get(ctx, i.ReadyzURL())
+	return code, err
+}
+
+// Metrics returns the Prometheus text exposition of /metrics.
+func (i *Injector) Metrics(ctx context.Context) (string, error) {
+	code, body, err := get(ctx, i.MetricsURL())
+	if err != nil {
+		return "", err
+	}
+	if code != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: status %d", code)
+	}
+	return body, nil
+}
+
+// ServingCertSerial dials the webhook port and returns the serial number of
+// the certificate it presents, verified against roots.
+func (i *Injector) ServingCertSerial(roots *x509.CertPool) (string, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
+		fmt.Sprintf("127.0.0.1:%d", i.Opts.Port), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return "", fmt.Errorf("TLS dial of the webhook: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
+}
+
+func get(ctx context.Context, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// Dir returns a new directory under parent, for a component's files.
+func Dir(parent, name string) (string, error) {
+	dir := filepath.Join(parent, name)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	return dir, nil
+}
