@@ -37,6 +37,7 @@ import (
 	"github.com/remora-mesh/remora/pkg/configwatch"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/selfcert"
+	"github.com/remora-mesh/remora/pkg/upgrade"
 	"github.com/remora-mesh/remora/pkg/version"
 	"github.com/remora-mesh/remora/pkg/webhook"
 )
@@ -86,6 +87,8 @@ type serveOptions struct {
 	// can already pass them.
 	restartOutdated       bool
 	maxConcurrentRestarts int
+	maintenanceWindow     string
+	upgradeController     bool
 
 	zap zap.Options
 }
@@ -138,8 +141,10 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.StringVar(&o.certSecretName, "cert-secret-name", "remora-injector-tls", "Secret holding the self-managed certificates (with --self-managed-certs)")
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", "remora-injector", "MutatingWebhookConfiguration whose caBundle is kept in sync (with --self-managed-certs)")
 	f.StringVar(&o.serviceName, "service-name", "remora-injector", "the webhook's Service; the self-managed serving certificate is valid for its DNS names (with --self-managed-certs)")
-	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "restart workloads whose pods were injected with an outdated configuration (used by the companion controller; accepted but not acted on yet)")
-	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarted at once (used by the companion controller; accepted but not acted on yet)")
+	f.BoolVar(&o.upgradeController, "upgrade-controller", true, "run the companion controller that reports (and, where opted in, restarts) workloads whose pods were injected with an outdated configuration; only the leader acts")
+	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "opt every workload in to rolling restarts when its sidecars are outdated (namespaces and workloads opt in or out with the annotation remora.io/restart-outdated)")
+	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide")
+	f.StringVar(&o.maintenanceWindow, "maintenance-window", "", "restart only inside this daily UTC window, such as 02:00-04:00 (empty: any time)")
 
 	// controller-runtime's zap flags: --zap-log-level, --zap-devel,
 	// --zap-encoder, --zap-stacktrace-level, --zap-time-encoding.
@@ -166,6 +171,11 @@ func (o *serveOptions) validate() field.ErrorList {
 	}
 	if o.shutdownDelay < 0 {
 		errs = append(errs, field.Invalid(root.Child("shutdown-delay"), o.shutdownDelay.String(), "must not be negative"))
+	}
+	if o.maintenanceWindow != "" {
+		if _, err := upgrade.ParseWindow(o.maintenanceWindow); err != nil {
+			errs = append(errs, field.Invalid(root.Child("maintenance-window"), o.maintenanceWindow, err.Error()))
+		}
 	}
 	if o.maxConcurrentRestarts < 1 {
 		errs = append(errs, field.Invalid(root.Child("max-concurrent-restarts"), o.maxConcurrentRestarts, "must be at least 1"))
@@ -275,6 +285,23 @@ func (o *serveOptions) run(ctx context.Context) error {
 
 	if err := mgr.Add(watcher); err != nil {
 		return fmt.Errorf("adding the configuration watcher: %w", err)
+	}
+	if o.upgradeController {
+		var window *upgrade.Window
+		if o.maintenanceWindow != "" {
+			if window, err = upgrade.ParseWindow(o.maintenanceWindow); err != nil {
+				return fmt.Errorf("--maintenance-window: %w", err)
+			}
+		}
+		if err := upgrade.Setup(mgr, upgrade.Options{
+			Config:                watcher.Current,
+			RestartOutdated:       o.restartOutdated,
+			MaxConcurrentRestarts: o.maxConcurrentRestarts,
+			MaintenanceWindow:     window,
+			Revision:              o.revision,
+		}); err != nil {
+			return fmt.Errorf("setting up the upgrade controller: %w", err)
+		}
 	}
 	drain := &drainer{delay: o.shutdownDelay}
 	if err := mgr.Add(drain); err != nil {

@@ -317,7 +317,7 @@ func TestDeployment(t *testing.T) {
 	c := spec.Containers[0]
 	wantArgs := []string{"serve", "--port=9443", "--cert-dir=/etc/remora/certs", "--config-dir=/etc/remora/config",
 		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
-		"--revision=default", "--native-sidecars=auto", "--leader-elect=true"}
+		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--max-concurrent-restarts=1"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args:\n got  %q\n want %q", c.Args, wantArgs)
 	}
@@ -400,11 +400,17 @@ func TestDeployment(t *testing.T) {
 			t.Errorf("checksum/config = %q, want a sha256", d.Spec.Template.Annotations["checksum/config"])
 		}
 	})
+	t.Run("maintenance window reaches the flags", func(t *testing.T) {
+		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.maintenanceWindow=02:00-04:00"), "Deployment")
+		if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--maintenance-window=02:00-04:00") || slices.Contains(args, "--restart-outdated") {
+			t.Errorf("args %q", args)
+		}
+	})
 	t.Run("restartOutdated and a revision reach the flags", func(t *testing.T) {
 		d := one[appsv1.Deployment](t, render(t, "--set", "restartOutdated.enabled=true", "--set", "restartOutdated.maxConcurrentRestarts=3",
 			"--set", "revision=canary", "--set", "nativeSidecars=false", "--set", "leaderElection.enabled=false"), "Deployment")
 		args := d.Spec.Template.Spec.Containers[0].Args
-		for _, a := range []string{"--restart-outdated", "--max-concurrent-restarts=3", "--revision=canary", "--native-sidecars=false", "--leader-elect=false"} {
+		for _, a := range []string{"--restart-outdated", "--max-concurrent-restarts=3", "--revision=canary", "--native-sidecars=false", "--leader-elect=false", "--upgrade-controller=true"} {
 			if !slices.Contains(args, a) {
 				t.Errorf("args %q lack %s", args, a)
 			}
@@ -627,6 +633,9 @@ func TestRBAC(t *testing.T) {
 	for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
 		restarts = append(restarts, rule{"cluster", "apps", res, "patch", ""})
 	}
+	for _, v := range []string{"get", "list", "watch"} {
+		restarts = append(restarts, rule{"cluster", "batch", "jobs", v, ""})
+	}
 	with := func(groups ...[]rule) map[rule]bool {
 		out := map[rule]bool{}
 		for r := range base {
@@ -644,9 +653,10 @@ func TestRBAC(t *testing.T) {
 		args []string
 		want map[rule]bool
 	}{
-		{"defaults (cert-manager)", nil, with(leases)},
-		{"self-managed certificates", []string{"--set", "certManager.enabled=false"}, with(leases, selfManaged)},
+		{"defaults (cert-manager)", nil, with(leases, restarts)},
+		{"self-managed certificates", []string{"--set", "certManager.enabled=false"}, with(leases, selfManaged, restarts)},
 		{"restartOutdated, no leader election", []string{"--set", "restartOutdated.enabled=true", "--set", "leaderElection.enabled=false"}, with(restarts)},
+		{"no upgrade controller", []string{"--set", "upgradeController.enabled=false"}, with(leases)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

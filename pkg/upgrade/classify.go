@@ -1,0 +1,503 @@
+package upgrade
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/remora-mesh/remora/pkg/inject"
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// Kinds of the workloads pods are grouped by.
+const (
+	KindDeployment  = "Deployment"
+	KindStatefulSet = "StatefulSet"
+	KindDaemonSet   = "DaemonSet"
+	KindReplicaSet  = "ReplicaSet"
+	KindJob         = "Job"
+	KindCronJob     = "CronJob"
+	KindPod         = "Pod"
+)
+
+// Change says what differs between the configuration a pod was injected with
+// and the current one.
+type Change string
+
+// The changes Evaluate reports.
+const (
+	// ChangeNone: the pod is up to date (printed as "-").
+	ChangeNone Change = ""
+	// ChangeConfig: the configuration changed but the proxy image did not
+	// (or the pod chooses its own image with sidecar.istio.io/proxyImage).
+	ChangeConfig Change = "config"
+	// ChangeImage: the pod's istio-proxy image is not the current
+	// configuration's proxy image.
+	ChangeImage Change = "image"
+)
+
+// String returns the change for a table: "-" when there is none.
+func (c Change) String() string {
+	if c == ChangeNone {
+		return "-"
+	}
+	return string(c)
+}
+
+// PodState is the classification of one injected pod.
+type PodState string
+
+// The pod states.
+const (
+	// PodUpToDate: injected with the current configuration.
+	PodUpToDate PodState = "up-to-date"
+	// PodOutdated: injected with another configuration (its
+	// remora.io/injection-hash differs from the current Hash, or is absent)
+	// and still selected for injection: recreating it refreshes the sidecar.
+	PodOutdated PodState = "outdated"
+	// PodUnselected: injected, but its namespace or the pod itself no
+	// longer selects injection; recreating it would remove the sidecar.
+	PodUnselected PodState = "unselected"
+)
+
+// Status is the state of a workload as the status table prints it.
+type Status string
+
+// The workload statuses, in the words of the status table.
+const (
+	StatusUpToDate     Status = "up to date"
+	StatusNeedsRestart Status = "needs restart"
+	StatusRestarting   Status = "restarting"
+	StatusUnselected   Status = "injected but no longer selected"
+)
+
+// PodVerdict is the classification of one injected pod.
+type PodVerdict struct {
+	// State is up-to-date, outdated or unselected.
+	State PodState
+	// Change is what differs, for an outdated pod.
+	Change Change
+	// Reason says why an unselected pod is no longer selected.
+	Reason string
+}
+
+// Revision returns the revision whose pods are considered: the given one
+// when set (the injector's --revision), else the configuration's, else
+// Istio's "default".
+func Revision(revision string, cfg *templates.Config) string {
+	if revision != "" {
+		return revision
+	}
+	if cfg != nil && cfg.Settings.Revision != "" {
+		return cfg.Settings.Revision
+	}
+	return inject.DefaultRevision
+}
+
+// InjectedRevision returns the revision recorded in the pod's
+// sidecar.istio.io/status annotation ("default" when it names none), and
+// false when the pod carries no status annotation.
+func InjectedRevision(pod *corev1.Pod) (string, bool) {
+	raw, ok := pod.Annotations[inject.AnnotationStatus]
+	if !ok {
+		return "", false
+	}
+	var st struct {
+		Revision string `json:"revision"`
+	}
+	// A status that does not parse was still written by an injector; it
+	// is taken as the default revision's.
+	if err := json.Unmarshal([]byte(raw), &st); err != nil || st.Revision == "" {
+		return inject.DefaultRevision, true
+	}
+	return st.Revision, true
+}
+
+// Considered reports whether Evaluate looks at the pod at all: it carries
+// the status annotation of the given revision, and it is neither finished
+// (Succeeded or Failed) nor terminating.
+func Considered(pod *corev1.Pod, revision string) bool {
+	rev, ok := InjectedRevision(pod)
+	if !ok || rev != revision {
+		return false
+	}
+	if pod.DeletionTimestamp != nil {
+		return false
+	}
+	return pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+}
+
+// ClassifyPod classifies an injected pod against the current configuration.
+// nsLabels are the labels of the pod's namespace; revision is the revision
+// this injector serves (see Revision). The caller checks Considered first.
+func ClassifyPod(pod *corev1.Pod, nsLabels map[string]string, cfg *templates.Config, revision string) PodVerdict {
+	if selected, reason := Selected(pod, nsLabels, cfg, revision); !selected {
+		return PodVerdict{State: PodUnselected, Reason: reason}
+	}
+	if pod.Annotations[inject.AnnotationConfigHash] == cfg.Hash {
+		return PodVerdict{State: PodUpToDate}
+	}
+	return PodVerdict{State: PodOutdated, Change: changeOf(pod, cfg)}
+}
+
+// changeOf says what changed for an outdated pod: the proxy image, unless
+// the pod chooses its own, else the configuration.
+func changeOf(pod *corev1.Pod, cfg *templates.Config) Change {
+	if _, own := pod.Annotations[inject.AnnotationProxyImage]; own {
+		return ChangeConfig
+	}
+	if img := ProxyImage(pod); img != "" && img != cfg.Settings.ProxyImage {
+		return ChangeImage
+	}
+	return ChangeConfig
+}
+
+// ProxyImage returns the image of the pod's istio-proxy container (a native
+// sidecar in initContainers, or a regular container), or "" without one.
+func ProxyImage(pod *corev1.Pod) string {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if list[i].Name == inject.ProxyContainerName {
+				return list[i].Image
+			}
+		}
+	}
+	return ""
+}
+
+// Selected reports whether an injected pod would still be injected if it
+// were created now, as the engine's policy decides: the namespace's
+// istio-injection or istio.io/rev label, the pod's istio.io/rev label, its
+// sidecar.istio.io/inject label or annotation, and the configuration's
+// selectors. When it is not, the reason says why.
+func Selected(pod *corev1.Pod, nsLabels map[string]string, cfg *templates.Config, revision string) (bool, string) {
+	ns := pod.Namespace
+	if slices.Contains(inject.IgnoredNamespaces, ns) {
+		return false, fmt.Sprintf("namespace %q is never injected", ns)
+	}
+	explicit, set := pod.Labels[inject.LabelInject]
+	if !set {
+		explicit, set = pod.Annotations[inject.AnnotationInject]
+	}
+	if set && explicit == "false" {
+		return false, fmt.Sprintf("the pod sets %s=false", inject.AnnotationInject)
+	}
+	nsInject := nsLabels[inject.LabelNamespaceInject]
+	nsRev, nsHasRev := nsLabels[inject.LabelRevision]
+	podRev, podHasRev := pod.Labels[inject.LabelRevision]
+	switch {
+	case nsInject == "disabled":
+		return false, fmt.Sprintf("namespace %q has %s=disabled", ns, inject.LabelNamespaceInject)
+	case nsInject == "enabled":
+		if revision != inject.DefaultRevision && (!podHasRev || podRev != revision) {
+			return false, fmt.Sprintf("namespace %q is enabled for the default revision, not %q", ns, revision)
+		}
+	case nsHasRev:
+		if nsRev != revision {
+			return false, fmt.Sprintf("namespace %q selects revision %q, not %q", ns, nsRev, revision)
+		}
+	case podHasRev:
+		if podRev != revision {
+			return false, fmt.Sprintf("the pod selects revision %q, not %q", podRev, revision)
+		}
+	case set && explicit == "true":
+	case cfg.Settings.EnableNamespacesByDefault:
+	default:
+		return false, fmt.Sprintf("namespace %q is no longer labelled %s=enabled or %s=%s",
+			ns, inject.LabelNamespaceInject, inject.LabelRevision, revision)
+	}
+	if set && explicit == "true" {
+		return true, ""
+	}
+	podLabels := labels.Set(pod.Labels)
+	for _, never := range cfg.Settings.NeverInjectSelector {
+		if !never.Matches(podLabels) {
+			continue
+		}
+		for _, always := range cfg.Settings.AlwaysInjectSelector {
+			if always.Matches(podLabels) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("the pod's labels match neverInjectSelector %q", never.String())
+	}
+	return true, ""
+}
+
+// Ref names a workload: the top-level owner of a group of pods, or the pod
+// itself when it has no owner.
+type Ref struct {
+	Kind, Namespace, Name string
+}
+
+// String returns "Kind namespace/name".
+func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
+
+// Restartable reports whether the workload kind can be rolled by a pod
+// template annotation: Deployments, StatefulSets and DaemonSets.
+func (r Ref) Restartable() bool {
+	switch r.Kind {
+	case KindDeployment, KindStatefulSet, KindDaemonSet:
+		return true
+	}
+	return false
+}
+
+// Snapshot is the cluster state Evaluate reads. The controller fills it from
+// its cache, the status command from the API server. Only the fields the
+// classification uses need to be set on the objects: the controller's cache
+// strips the rest.
+type Snapshot struct {
+	// Config is the current configuration.
+	Config *templates.Config
+	// Revision is the revision this injector serves; empty: the
+	// configuration's (see Revision).
+	Revision string
+	// Namespaces are the namespaces' metadata (labels and annotations).
+	Namespaces []metav1.PartialObjectMetadata
+	// Pods are the pods; those without the status annotation of Revision
+	// are ignored.
+	Pods []corev1.Pod
+	// ReplicaSets and Jobs are their metadata, to map a pod to its
+	// Deployment or CronJob.
+	ReplicaSets []metav1.PartialObjectMetadata
+	Jobs        []metav1.PartialObjectMetadata
+	// Deployments, StatefulSets and DaemonSets are the restartable
+	// workloads.
+	Deployments  []appsv1.Deployment
+	StatefulSets []appsv1.StatefulSet
+	DaemonSets   []appsv1.DaemonSet
+}
+
+// Report is the result of Evaluate.
+type Report struct {
+	// Hash is the current configuration's hash.
+	Hash string
+	// Revision is the revision whose pods were considered.
+	Revision string
+	// Workloads are the workloads with at least one injected pod, sorted
+	// by namespace, kind and name.
+	Workloads []WorkloadReport
+	// Namespaces counts the pods per namespace, for the gauges.
+	Namespaces map[string]Counts
+	// Pods counts every considered pod.
+	Pods Counts
+	// NamespaceAnnotations are the annotations of every namespace, for the
+	// restart opt-in.
+	NamespaceAnnotations map[string]map[string]string
+	// Rollouts are the rollout states of every Deployment, StatefulSet and
+	// DaemonSet of the snapshot, with or without injected pods: a restart
+	// holds its slot until its rollout finishes even when the new pods are
+	// not injected.
+	Rollouts map[Ref]*Rollout
+}
+
+// Counts are numbers of injected pods.
+type Counts struct {
+	// Total pods considered.
+	Total int
+	// Outdated pods (still selected, injected with another configuration).
+	Outdated int
+	// Unselected pods (injected but no longer selected).
+	Unselected int
+}
+
+// WorkloadReport is the state of one workload's injected pods.
+type WorkloadReport struct {
+	// Ref names the workload.
+	Ref Ref
+	// Object is the workload to report Events on: the cached Deployment,
+	// StatefulSet or DaemonSet, else a reference built from metadata. It is
+	// nil when the owner chain could not be resolved (a ReplicaSet or Job
+	// not in the snapshot yet).
+	Object client.Object
+	// Counts are the workload's injected pods.
+	Counts
+	// Change is what changed for its outdated pods: image when any pod's
+	// image changed, else config, else none.
+	Change Change
+	// UnselectedReason says why its pods are no longer selected (the first
+	// pod's reason).
+	UnselectedReason string
+	// Rollout is the rollout state of a Deployment, StatefulSet or
+	// DaemonSet found in the snapshot; nil for other kinds.
+	Rollout *Rollout
+	// Status sums it up for the status table.
+	Status Status
+}
+
+type objKey struct{ namespace, name string }
+
+// Evaluate classifies every injected pod of the snapshot and groups them by
+// workload. It is pure: the same snapshot gives the same report.
+func Evaluate(s *Snapshot) *Report {
+	cfg := s.Config
+	rev := Revision(s.Revision, cfg)
+	rep := &Report{
+		Hash:                 cfg.Hash,
+		Revision:             rev,
+		Namespaces:           map[string]Counts{},
+		NamespaceAnnotations: make(map[string]map[string]string, len(s.Namespaces)),
+	}
+	nsLabels := make(map[string]map[string]string, len(s.Namespaces))
+	for i := range s.Namespaces {
+		ns := &s.Namespaces[i]
+		nsLabels[ns.Name] = ns.Labels
+		rep.NamespaceAnnotations[ns.Name] = ns.Annotations
+	}
+	replicaSets := indexMeta(s.ReplicaSets)
+	jobs := indexMeta(s.Jobs)
+
+	groups := map[Ref]*WorkloadReport{}
+	for i := range s.Pods {
+		pod := &s.Pods[i]
+		if !Considered(pod, rev) {
+			continue
+		}
+		labels, known := nsLabels[pod.Namespace]
+		if !known {
+			continue // the namespace is being deleted or not in the cache yet
+		}
+		v := ClassifyPod(pod, labels, cfg, rev)
+		ref, obj := ownerOf(pod, replicaSets, jobs)
+		w := groups[ref]
+		if w == nil {
+			w = &WorkloadReport{Ref: ref, Object: obj}
+			groups[ref] = w
+		}
+		nc := rep.Namespaces[pod.Namespace]
+		w.Total++
+		nc.Total++
+		rep.Pods.Total++
+		switch v.State {
+		case PodOutdated:
+			w.Outdated++
+			nc.Outdated++
+			rep.Pods.Outdated++
+			if v.Change == ChangeImage || w.Change == ChangeNone {
+				w.Change = v.Change
+			}
+		case PodUnselected:
+			w.Unselected++
+			nc.Unselected++
+			rep.Pods.Unselected++
+			if w.UnselectedReason == "" {
+				w.UnselectedReason = v.Reason
+			}
+		}
+		rep.Namespaces[pod.Namespace] = nc
+	}
+
+	rep.Rollouts = make(map[Ref]*Rollout, len(s.Deployments)+len(s.StatefulSets)+len(s.DaemonSets))
+	for i := range s.Deployments {
+		d := &s.Deployments[i]
+		rep.Rollouts[Ref{KindDeployment, d.Namespace, d.Name}] = RolloutOf(d)
+	}
+	for i := range s.StatefulSets {
+		st := &s.StatefulSets[i]
+		rep.Rollouts[Ref{KindStatefulSet, st.Namespace, st.Name}] = RolloutOf(st)
+	}
+	for i := range s.DaemonSets {
+		ds := &s.DaemonSets[i]
+		rep.Rollouts[Ref{KindDaemonSet, ds.Namespace, ds.Name}] = RolloutOf(ds)
+	}
+
+	rep.Workloads = make([]WorkloadReport, 0, len(groups))
+	for ref, w := range groups {
+		if ro, ok := rep.Rollouts[ref]; ok {
+			w.Object = ro.Object
+			w.Rollout = ro
+		}
+		w.Status = statusOf(w)
+		rep.Workloads = append(rep.Workloads, *w)
+	}
+	slices.SortFunc(rep.Workloads, func(a, b WorkloadReport) int {
+		return compareRefs(a.Ref, b.Ref)
+	})
+	return rep
+}
+
+func compareRefs(a, b Ref) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Kind, b.Kind); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+func statusOf(w *WorkloadReport) Status {
+	switch {
+	case w.Unselected > 0:
+		return StatusUnselected
+	case w.Outdated == 0:
+		return StatusUpToDate
+	case w.Rollout != nil && !w.Rollout.Finished:
+		return StatusRestarting
+	default:
+		return StatusNeedsRestart
+	}
+}
+
+func indexMeta(items []metav1.PartialObjectMetadata) map[objKey]*metav1.PartialObjectMetadata {
+	m := make(map[objKey]*metav1.PartialObjectMetadata, len(items))
+	for i := range items {
+		m[objKey{items[i].Namespace, items[i].Name}] = &items[i]
+	}
+	return m
+}
+
+// ownerOf returns the workload a pod belongs to: its controller, followed
+// from a ReplicaSet to its Deployment and from a Job to its CronJob. The
+// object is a reference for Events; nil when a ReplicaSet or Job is not
+// known.
+func ownerOf(pod *corev1.Pod, replicaSets, jobs map[objKey]*metav1.PartialObjectMetadata) (Ref, client.Object) {
+	owner := metav1.GetControllerOfNoCopy(pod)
+	if owner == nil {
+		return Ref{KindPod, pod.Namespace, pod.Name},
+			reference(corev1.SchemeGroupVersion.String(), KindPod, pod.Namespace, pod.Name, pod.UID)
+	}
+	ref := Ref{owner.Kind, pod.Namespace, owner.Name}
+	var parents map[objKey]*metav1.PartialObjectMetadata
+	switch {
+	case owner.Kind == KindReplicaSet && strings.HasPrefix(owner.APIVersion, appsv1.GroupName+"/"):
+		parents = replicaSets
+	case owner.Kind == KindJob && strings.HasPrefix(owner.APIVersion, batchv1.GroupName+"/"):
+		parents = jobs
+	default:
+		// StatefulSet, DaemonSet or any other controller: the owner is
+		// the workload. A restartable kind is replaced by the cached
+		// object in Evaluate.
+		return ref, reference(owner.APIVersion, owner.Kind, pod.Namespace, owner.Name, owner.UID)
+	}
+	parent, ok := parents[objKey{pod.Namespace, owner.Name}]
+	if !ok {
+		return ref, nil
+	}
+	grand := metav1.GetControllerOfNoCopy(parent)
+	if grand == nil {
+		return ref, reference(owner.APIVersion, owner.Kind, pod.Namespace, owner.Name, owner.UID)
+	}
+	// Usually a Deployment or a CronJob; a ReplicaSet or Job owned by
+	// something else (an operator) reports that owner.
+	return Ref{grand.Kind, pod.Namespace, grand.Name},
+		reference(grand.APIVersion, grand.Kind, pod.Namespace, grand.Name, grand.UID)
+}
+
+// reference builds an object that Event recorders can refer to.
+func reference(apiVersion, kind, namespace, name string, uid types.UID) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: apiVersion, Kind: kind},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: uid},
+	}
+}

@@ -1,0 +1,696 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/remora-mesh/remora/pkg/inject"
+	"github.com/remora-mesh/remora/pkg/templates"
+)
+
+// Defaults applied to zero Options fields.
+const (
+	// DefaultMaxConcurrentRestarts is how many workloads may roll at once.
+	DefaultMaxConcurrentRestarts = 1
+	// DefaultResyncInterval is how often everything is re-evaluated without
+	// any event, to pick up finished rollouts and an opening window.
+	DefaultResyncInterval = 30 * time.Second
+	// DefaultConfigPollInterval is how often the configuration getter's
+	// Hash is compared with the last one evaluated.
+	DefaultConfigPollInterval = 5 * time.Second
+	// DefaultMinEvaluationInterval is the least time between two full
+	// evaluations: a burst of pod events during a rollout causes one
+	// evaluation, not one per event.
+	DefaultMinEvaluationInterval = time.Second
+)
+
+// ControllerName names the controller in logs, metrics and as the Events'
+// reporting controller.
+const ControllerName = "remora-upgrade"
+
+// Event reasons, on the owning workload.
+const (
+	// ReasonOutdatedSidecars: the workload has pods injected with an older
+	// configuration (once per workload and configuration hash).
+	ReasonOutdatedSidecars = "OutdatedSidecars"
+	// ReasonRestarting: the controller started a rolling restart.
+	ReasonRestarting = "RestartingOutdatedSidecars"
+	// ReasonRestartFinished: the restart's rollout finished.
+	ReasonRestartFinished = "RestartFinished"
+	// ReasonRestartFailed: the restart's rollout exceeded its progress
+	// deadline.
+	ReasonRestartFailed = "RestartFailed"
+)
+
+// Options configure the controller.
+type Options struct {
+	// Config returns the injector's current configuration (for example
+	// configwatch's Watcher.Current). Required.
+	Config func() *templates.Config
+	// Changes, when set, signals that the configuration changed; the
+	// controller also polls Config's Hash every ConfigPollInterval.
+	Changes <-chan struct{}
+	// RestartOutdated restarts outdated workloads unless they or their
+	// namespace opt out (the global opt-in, --restart-outdated).
+	RestartOutdated bool
+	// MaxConcurrentRestarts is the most workloads restarting at once,
+	// cluster-wide (default DefaultMaxConcurrentRestarts).
+	MaxConcurrentRestarts int
+	// MaintenanceWindow, when set, is the only time of day restarts start.
+	MaintenanceWindow *Window
+	// Now returns the current time (default time.Now); for tests of the
+	// window and the restartedAt annotation.
+	Now func() time.Time
+	// Revision is the revision this injector serves; empty: the
+	// configuration's. Pods injected for other revisions are ignored.
+	Revision string
+	// ResyncInterval is the period of the full re-evaluation without events
+	// (default DefaultResyncInterval).
+	ResyncInterval time.Duration
+	// ConfigPollInterval is how often Config's Hash is checked (default
+	// DefaultConfigPollInterval).
+	ConfigPollInterval time.Duration
+	// MinEvaluationInterval is the least time between two evaluations
+	// (default DefaultMinEvaluationInterval).
+	MinEvaluationInterval time.Duration
+}
+
+func (o *Options) defaults() error {
+	if o.Config == nil {
+		return errors.New("upgrade: Options.Config is required")
+	}
+	if o.MaxConcurrentRestarts < 0 {
+		return fmt.Errorf("upgrade: Options.MaxConcurrentRestarts is %d, must be at least 1", o.MaxConcurrentRestarts)
+	}
+	if o.MaxConcurrentRestarts == 0 {
+		o.MaxConcurrentRestarts = DefaultMaxConcurrentRestarts
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ResyncInterval <= 0 {
+		o.ResyncInterval = DefaultResyncInterval
+	}
+	if o.ConfigPollInterval <= 0 {
+		o.ConfigPollInterval = DefaultConfigPollInterval
+	}
+	if o.MinEvaluationInterval <= 0 {
+		o.MinEvaluationInterval = DefaultMinEvaluationInterval
+	}
+	return nil
+}
+
+// Setup adds the controller to the manager. It runs only on the elected
+// leader (NeedLeaderElection is true): its cache of pods and workloads is
+// started when leadership is acquired, so replicas that only serve the
+// webhook hold none of it. The manager's scheme must know core/v1, apps/v1
+// and batch/v1 (client-go's scheme does).
+func Setup(mgr manager.Manager, opts Options) error {
+	_, err := setup(mgr, opts)
+	return err
+}
+
+// singleton is the only request: every event re-evaluates the cluster as a
+// whole, because the restart budget and the per-namespace gauges are
+// cluster-wide. The workqueue folds a burst of events into one evaluation.
+var singleton = reconcile.Request{NamespacedName: types.NamespacedName{Name: "cluster"}}
+
+func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	scheme := mgr.GetScheme()
+	for _, gvk := range []schema.GroupVersionKind{
+		corev1.SchemeGroupVersion.WithKind(KindPod),
+		appsv1.SchemeGroupVersion.WithKind(KindDeployment),
+	} {
+		if !scheme.Recognizes(gvk) {
+			return nil, fmt.Errorf("upgrade: the manager's scheme does not know %s", gvk)
+		}
+	}
+	c, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient:       mgr.GetHTTPClient(),
+		Scheme:           scheme,
+		Mapper:           mgr.GetRESTMapper(),
+		DefaultTransform: transform,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: creating the cache: %w", err)
+	}
+	logger := mgr.GetLogger().WithName("upgrade")
+	r := &reconciler{
+		opts:     opts,
+		cache:    c,
+		client:   mgr.GetClient(),
+		recorder: mgr.GetEventRecorder(ControllerName),
+		log:      logger,
+		pending:  map[Ref]pendingRestart{},
+		tracked:  map[Ref]*trackedRollout{},
+		reported: map[Ref]string{},
+		outdated: gaugeSet{gauge: outdatedPods},
+		unselect: gaugeSet{gauge: unselectedPods},
+	}
+	// The controller is not added to the manager: leaderRunnable starts it,
+	// after its cache, on the leader only.
+	ctrlOpts := controller.Options{
+		Reconciler:              r,
+		MaxConcurrentReconciles: 1,
+		Logger:                  logger,
+		LogConstructor:          func(*reconcile.Request) logr.Logger { return logger },
+	}
+	ctrlOpts.DefaultFromConfig(mgr.GetControllerOptions())
+	ctrl, err := controller.NewUnmanaged(ControllerName, ctrlOpts)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: creating the controller: %w", err)
+	}
+
+	all := func(context.Context, client.Object) []reconcile.Request { return []reconcile.Request{singleton} }
+	toAll := handler.EnqueueRequestsFromMapFunc(all)
+	createdOnly := predicate.Funcs{
+		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+	sources := []source.Source{
+		source.Kind(c, client.Object(&corev1.Pod{}), toAll, injectedPodChanged()),
+		source.Kind(c, client.Object(&appsv1.Deployment{}), toAll),
+		source.Kind(c, client.Object(&appsv1.StatefulSet{}), toAll),
+		source.Kind(c, client.Object(&appsv1.DaemonSet{}), toAll),
+		source.Kind(c, client.Object(metadataOf(corev1.SchemeGroupVersion.WithKind("Namespace"))), toAll,
+			predicate.Or[client.Object](predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{})),
+		// A pod may arrive before its ReplicaSet or Job: evaluate again
+		// when they appear. Their updates (status) do not matter.
+		source.Kind(c, client.Object(metadataOf(appsv1.SchemeGroupVersion.WithKind(KindReplicaSet))), toAll, createdOnly),
+		source.Kind(c, client.Object(metadataOf(batchv1JobGVK)), toAll, createdOnly),
+		source.Func(r.watchConfig),
+	}
+	for _, s := range sources {
+		if err := ctrl.Watch(s); err != nil {
+			return nil, fmt.Errorf("upgrade: watching: %w", err)
+		}
+	}
+	if err := mgr.Add(&leaderRunnable{cache: c, ctrl: ctrl}); err != nil {
+		return nil, fmt.Errorf("upgrade: adding the controller to the manager: %w", err)
+	}
+	return r, nil
+}
+
+var batchv1JobGVK = batchv1.SchemeGroupVersion.WithKind(KindJob)
+
+func metadataOf(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	return m
+}
+
+// injectedPodChanged passes events of injected pods that change what the
+// classification reads; the cache's transform already reduced the pods to
+// that, so any difference but the resourceVersion counts.
+func injectedPodChanged() predicate.Predicate {
+	injected := func(o client.Object) bool {
+		_, ok := o.GetAnnotations()[inject.AnnotationStatus]
+		return ok
+	}
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return injected(e.Object) },
+		DeleteFunc: func(e event.DeleteEvent) bool { return injected(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			if !injected(e.ObjectOld) && !injected(e.ObjectNew) {
+				return false
+			}
+			oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+			newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+			if !ok1 || !ok2 {
+				return true
+			}
+			a, b := oldPod.DeepCopy(), newPod.DeepCopy()
+			a.ResourceVersion, b.ResourceVersion = "", ""
+			return !equality.Semantic.DeepEqual(a, b)
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// leaderRunnable starts the controller's own cache and then the controller,
+// only once this replica is the leader.
+type leaderRunnable struct {
+	cache cache.Cache
+	ctrl  controller.Controller
+}
+
+var _ manager.LeaderElectionRunnable = (*leaderRunnable)(nil)
+
+// NeedLeaderElection returns true: only the leader evaluates and restarts.
+func (l *leaderRunnable) NeedLeaderElection() bool { return true }
+
+// Start runs the cache and the controller until ctx ends.
+func (l *leaderRunnable) Start(ctx context.Context) error {
+	for _, obj := range cachedTypes() {
+		if _, err := l.cache.GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("upgrade: creating the informer for %T: %w", obj, err)
+		}
+	}
+	cacheErr := make(chan error, 1)
+	go func() { cacheErr <- l.cache.Start(ctx) }()
+	if !l.cache.WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("upgrade: the cache did not sync: %w", <-cacheErr)
+	}
+	if err := l.ctrl.Start(ctx); err != nil {
+		return fmt.Errorf("upgrade: running the controller: %w", err)
+	}
+	return nil
+}
+
+// watchConfig is a source that enqueues the first evaluation and one more
+// each time the configuration changes (signalled on Changes, or seen by
+// polling Config's Hash).
+func (r *reconciler) watchConfig(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	q.Add(singleton)
+	changes := r.opts.Changes
+	go func() {
+		last := ""
+		if cfg := r.opts.Config(); cfg != nil {
+			last = cfg.Hash
+		}
+		tick := time.NewTicker(r.opts.ConfigPollInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-changes:
+				if !ok {
+					changes = nil // closed: rely on polling
+					continue
+				}
+				q.Add(singleton)
+			case <-tick.C:
+				if cfg := r.opts.Config(); cfg != nil && cfg.Hash != last {
+					last = cfg.Hash
+					q.Add(singleton)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// reconciler evaluates the whole cluster on each reconcile. It runs with one
+// worker, so its maps need no lock.
+type reconciler struct {
+	opts     Options
+	cache    cache.Cache
+	client   client.Client
+	recorder recorder.EventRecorder
+	log      logr.Logger
+
+	lastEval time.Time
+	lastHash string
+	// pending are workloads patched by this replica whose patch the cache
+	// has not shown yet: they count as restarting meanwhile.
+	pending map[Ref]pendingRestart
+	// tracked are restarts seen in progress, to count and report them once
+	// when they finish or fail.
+	tracked map[Ref]*trackedRollout
+	// reported holds, per workload, the hash its OutdatedSidecars Event was
+	// emitted for.
+	reported map[Ref]string
+	outdated gaugeSet
+	unselect gaugeSet
+
+	// evaluations counts full evaluations (for tests).
+	evaluations atomic.Int64
+	// lastDuration is the last evaluation's duration in nanoseconds.
+	lastDuration atomic.Int64
+}
+
+type pendingRestart struct {
+	hash, at string
+	since    time.Time
+}
+
+type trackedRollout struct {
+	hash   string
+	failed bool
+}
+
+// pendingExpiry bounds how long a patched workload counts as restarting
+// without the cache showing the patch (the workload was deleted).
+const pendingExpiry = 2 * time.Minute
+
+// Reconcile evaluates every injected pod, updates the gauges, reports, and
+// starts restarts within the budget.
+func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	if wait := r.opts.MinEvaluationInterval - time.Since(r.lastEval); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	r.lastEval = time.Now()
+	cfg := r.opts.Config()
+	if cfg == nil {
+		r.log.Info("No configuration yet; waiting")
+		return reconcile.Result{RequeueAfter: r.opts.ResyncInterval}, nil
+	}
+	snap, err := r.snapshot(ctx, cfg)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	start := time.Now()
+	rep := Evaluate(snap)
+	r.lastDuration.Store(int64(time.Since(start)))
+	r.evaluations.Add(1)
+	if cfg.Hash != r.lastHash {
+		r.log.Info("Evaluating injected pods against the configuration", "hash", cfg.Hash, "previousHash", r.lastHash,
+			"revision", rep.Revision, "pods", rep.Pods.Total, "outdated", rep.Pods.Outdated, "unselected", rep.Pods.Unselected)
+		r.lastHash = cfg.Hash
+	}
+	r.updateGauges(rep)
+	r.trackRollouts(rep)
+	plan := r.plan(rep)
+	r.report(rep, plan)
+	requeue := r.opts.ResyncInterval
+	if err := r.restart(ctx, rep, plan); err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			// The workload changed since the cache saw it: decide again
+			// on fresh state, soon.
+			r.log.V(1).Info("A workload changed under a restart; re-evaluating", "error", err.Error())
+			return reconcile.Result{RequeueAfter: r.opts.MinEvaluationInterval}, nil
+		}
+		return reconcile.Result{}, err
+	}
+	if w := r.opts.MaintenanceWindow.Next(r.opts.Now()); w > 0 && w < requeue && plan.waiting > 0 {
+		requeue = w
+	}
+	r.log.V(1).Info("Evaluated", "pods", rep.Pods.Total, "outdated", rep.Pods.Outdated, "unselected", rep.Pods.Unselected,
+		"workloads", len(rep.Workloads), "restarting", len(plan.restarting), "duration", time.Duration(r.lastDuration.Load()))
+	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// snapshot lists the cache. The lists are read-only, so they are not
+// deep-copied.
+func (r *reconciler) snapshot(ctx context.Context, cfg *templates.Config) (*Snapshot, error) {
+	s := &Snapshot{Config: cfg, Revision: r.opts.Revision}
+	var (
+		pods = &corev1.PodList{}
+		deps = &appsv1.DeploymentList{}
+		sts  = &appsv1.StatefulSetList{}
+		dss  = &appsv1.DaemonSetList{}
+		nss  = &metav1.PartialObjectMetadataList{}
+		rss  = &metav1.PartialObjectMetadataList{}
+		jobs = &metav1.PartialObjectMetadataList{}
+	)
+	nss.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	rss.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"))
+	jobs.SetGroupVersionKind(batchv1JobGVK.GroupVersion().WithKind("JobList"))
+	for _, l := range []client.ObjectList{pods, deps, sts, dss, nss, rss, jobs} {
+		if err := r.cache.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing %T from the cache: %w", l, err)
+		}
+	}
+	s.Pods, s.Deployments, s.StatefulSets, s.DaemonSets = pods.Items, deps.Items, sts.Items, dss.Items
+	s.Namespaces, s.ReplicaSets, s.Jobs = nss.Items, rss.Items, jobs.Items
+	return s, nil
+}
+
+func (r *reconciler) updateGauges(rep *Report) {
+	outdated := make(map[string]int, len(rep.Namespaces))
+	unselected := make(map[string]int, len(rep.Namespaces))
+	for ns, c := range rep.Namespaces {
+		outdated[ns] = c.Outdated
+		unselected[ns] = c.Unselected
+	}
+	r.outdated.update(outdated)
+	r.unselect.update(unselected)
+}
+
+// trackRollouts counts and reports, once each, the restarts that finished
+// or failed. A restart is tracked from the first evaluation that sees it in
+// progress (after a leader change too).
+func (r *reconciler) trackRollouts(rep *Report) {
+	workloads := make(map[Ref]*WorkloadReport, len(rep.Workloads))
+	for i := range rep.Workloads {
+		workloads[rep.Workloads[i].Ref] = &rep.Workloads[i]
+	}
+	for ref, ro := range rep.Rollouts {
+		t := r.tracked[ref]
+		if t == nil {
+			if !ro.Restarting() {
+				continue
+			}
+			t = &trackedRollout{hash: ro.TemplateAnnotations[AnnotationRestartedFor]}
+			r.tracked[ref] = t
+		}
+		log := r.log.WithValues("workload", ref.String(), "restartedFor", t.hash)
+		switch {
+		case ro.Finished:
+			restartsTotal.WithLabelValues(resultFinished).Inc()
+			delete(r.tracked, ref)
+			msg := "Rollout finished"
+			var outdated, total int
+			if w := workloads[ref]; w != nil {
+				outdated, total = w.Outdated, w.Total
+				msg += fmt.Sprintf("; %d of %d injected pods up to date", w.Total-w.Outdated-w.Unselected, w.Total)
+				if w.Outdated > 0 {
+					msg += fmt.Sprintf("; %d still carry an older configuration (were the new pods injected? is the webhook running?)", w.Outdated)
+				}
+			}
+			log.Info("Restart finished", "outdated", outdated, "pods", total)
+			r.event(ro.Object, corev1.EventTypeNormal, ReasonRestartFinished, "Restart", msg)
+		case ro.Failed && !t.failed:
+			t.failed = true
+			restartsTotal.WithLabelValues(resultFailed).Inc()
+			log.Info("Restart failed: the rollout exceeded its progress deadline; it keeps its restart slot until it is fixed or rolled back")
+			r.event(ro.Object, corev1.EventTypeWarning, ReasonRestartFailed, "Restart",
+				"The rollout restarting outdated sidecars exceeded its progress deadline; fix or roll it back: "+
+					"other restarts wait while it is in progress")
+		}
+	}
+	for ref := range r.tracked {
+		if _, ok := rep.Rollouts[ref]; !ok {
+			delete(r.tracked, ref) // the workload was deleted
+		}
+	}
+}
+
+// plan is what the controller decides for one evaluation.
+type plan struct {
+	// restarting are the workloads that hold a slot of the budget.
+	restarting map[Ref]bool
+	// start are the workloads to restart now.
+	start []int
+	// why says, per workload with outdated pods, why it is not restarted
+	// now (for the Event and the logs).
+	why map[Ref]string
+	// waiting counts workloads that would be restarted but for the budget
+	// or the window.
+	waiting int
+}
+
+func (r *reconciler) plan(rep *Report) *plan {
+	p := &plan{restarting: map[Ref]bool{}, why: map[Ref]string{}}
+	now := time.Now()
+	for ref, ro := range rep.Rollouts {
+		if ro.Restarting() {
+			p.restarting[ref] = true
+		}
+		if pr, ok := r.pending[ref]; ok {
+			shown := ro.TemplateAnnotations[AnnotationRestartedFor] == pr.hash &&
+				ro.TemplateAnnotations[AnnotationRestartedAt] == pr.at
+			if shown {
+				delete(r.pending, ref)
+			}
+		}
+	}
+	for ref, pr := range r.pending {
+		if now.Sub(pr.since) > pendingExpiry {
+			delete(r.pending, ref)
+			continue
+		}
+		p.restarting[ref] = true
+	}
+	budget := r.opts.MaxConcurrentRestarts - len(p.restarting)
+	inWindow := r.opts.MaintenanceWindow.Contains(r.opts.Now())
+	for i := range rep.Workloads {
+		w := &rep.Workloads[i]
+		if w.Outdated == 0 && w.Unselected == 0 {
+			continue
+		}
+		why := r.decide(rep, w, p)
+		if why == "" {
+			switch {
+			case !inWindow:
+				why = "waiting for the maintenance window " + r.opts.MaintenanceWindow.String() + " UTC"
+				p.waiting++
+			case budget <= 0:
+				why = fmt.Sprintf("waiting: %d of at most %d workloads are restarting",
+					len(p.restarting)+len(p.start), r.opts.MaxConcurrentRestarts)
+				p.waiting++
+			default:
+				budget--
+				p.start = append(p.start, i)
+				continue
+			}
+		}
+		p.why[w.Ref] = why
+	}
+	return p
+}
+
+// decide returns why the workload is not to be restarted, or "" when it is
+// a candidate.
+func (r *reconciler) decide(rep *Report, w *WorkloadReport, p *plan) string {
+	if !w.Ref.Restartable() {
+		return "a " + w.Ref.Kind + "'s pods are never restarted by Remora: recreate them"
+	}
+	ro := w.Rollout
+	if ro == nil {
+		return "the " + w.Ref.Kind + " is not in the cache yet"
+	}
+	opt := ResolveOptIn(ro.Annotations, rep.NamespaceAnnotations[w.Ref.Namespace], r.opts.RestartOutdated)
+	switch {
+	case w.Unselected > 0 && (!opt.Allowed || !opt.Explicit):
+		return "injected but no longer selected: restarted only with an explicit " + AnnotationRestartOutdated + "=true annotation, which would remove its sidecars"
+	case !opt.Allowed:
+		return "restart: " + opt.Source
+	case ro.RestartedFor() == rep.Hash:
+		return "already restarted for configuration " + rep.Hash
+	case p.restarting[w.Ref]:
+		return "restarting"
+	case ro.Paused:
+		return "the Deployment is paused"
+	case ro.Manual != "":
+		return "its pods are replaced only by hand: " + ro.Manual
+	case !ro.Finished:
+		return "a rollout is already in progress"
+	}
+	return ""
+}
+
+// report emits one OutdatedSidecars Event per workload and configuration
+// hash, and logs the decision.
+func (r *reconciler) report(rep *Report, p *plan) {
+	current := make(map[Ref]bool, len(rep.Workloads))
+	for i := range rep.Workloads {
+		w := &rep.Workloads[i]
+		if w.Outdated == 0 && w.Unselected == 0 {
+			continue
+		}
+		current[w.Ref] = true
+		if r.reported[w.Ref] == rep.Hash || w.Object == nil {
+			continue
+		}
+		r.reported[w.Ref] = rep.Hash
+		decision := p.why[w.Ref]
+		if decision == "" {
+			decision = "restarting now"
+		}
+		var msg string
+		if w.Unselected > 0 {
+			msg = fmt.Sprintf("%d of %d pods are injected but no longer selected for injection (%s); %s",
+				w.Unselected, w.Total, w.UnselectedReason, decision)
+		} else {
+			msg = fmt.Sprintf("%d of %d pods carry sidecars injected with an older configuration (%s changed; current %s); %s",
+				w.Outdated, w.Total, w.Change, rep.Hash, decision)
+		}
+		r.log.Info("Outdated sidecars", "workload", w.Ref.String(), "outdated", w.Outdated, "unselected", w.Unselected,
+			"pods", w.Total, "change", w.Change.String(), "hash", rep.Hash, "decision", decision)
+		r.event(w.Object, corev1.EventTypeNormal, ReasonOutdatedSidecars, "Report", msg)
+	}
+	for ref := range r.reported {
+		if !current[ref] {
+			delete(r.reported, ref)
+		}
+	}
+}
+
+// restart rolls the planned workloads: a merge patch of the pod template's
+// restartedAt (as kubectl rollout restart) and restarted-for annotations,
+// and of the workload's restarted-for, with the cached resourceVersion as a
+// precondition so that a workload changed since the cache saw it is not
+// touched.
+func (r *reconciler) restart(ctx context.Context, rep *Report, p *plan) error {
+	for _, i := range p.start {
+		w := &rep.Workloads[i]
+		orig := w.Object
+		if orig == nil {
+			continue
+		}
+		at := r.opts.Now().UTC().Format(time.RFC3339)
+		obj := orig.DeepCopyObject().(client.Object)
+		annotate(obj, AnnotationRestartedFor, rep.Hash)
+		tmpl := templateOf(obj)
+		if tmpl.Annotations == nil {
+			tmpl.Annotations = map[string]string{}
+		}
+		tmpl.Annotations[AnnotationRestartedAt] = at
+		tmpl.Annotations[AnnotationRestartedFor] = rep.Hash
+		patch := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
+		log := r.log.WithValues("workload", w.Ref.String(), "hash", rep.Hash, "outdated", w.Outdated, "pods", w.Total,
+			"change", w.Change.String())
+		if err := r.client.Patch(ctx, obj, patch, client.FieldOwner(ControllerName)); err != nil {
+			return fmt.Errorf("restarting %s: %w", w.Ref, err)
+		}
+		r.pending[w.Ref] = pendingRestart{hash: rep.Hash, at: at, since: time.Now()}
+		p.restarting[w.Ref] = true
+		restartsTotal.WithLabelValues(resultStarted).Inc()
+		log.Info("Restarting a workload with outdated sidecars", "restartedAt", at,
+			"restarting", len(p.restarting), "maxConcurrentRestarts", r.opts.MaxConcurrentRestarts)
+		r.event(obj, corev1.EventTypeNormal, ReasonRestarting, "Restart",
+			fmt.Sprintf("Rolling restart: %d of %d pods carry sidecars injected with an older configuration (%s changed); restarted for configuration %s",
+				w.Outdated+w.Unselected, w.Total, w.Change, rep.Hash))
+	}
+	return nil
+}
+
+func annotate(obj client.Object, k, v string) {
+	a := obj.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[k] = v
+	obj.SetAnnotations(a)
+}
+
+func templateOf(obj client.Object) *corev1.PodTemplateSpec {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		return &o.Spec.Template
+	case *appsv1.StatefulSet:
+		return &o.Spec.Template
+	case *appsv1.DaemonSet:
+		return &o.Spec.Template
+	}
+	panic(fmt.Sprintf("upgrade: %T has no pod template", obj))
+}
+
+func (r *reconciler) event(obj client.Object, eventType, reason, action, note string) {
+	if obj == nil {
+		return
+	}
+	r.recorder.Eventf(obj, nil, eventType, reason, action, "%s", note)
+}

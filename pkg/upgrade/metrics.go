@@ -1,0 +1,62 @@
+package upgrade
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Results of remora_restarts_total.
+const (
+	resultStarted  = "started"
+	resultFinished = "finished"
+	resultFailed   = "failed"
+)
+
+var (
+	outdatedPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "remora_outdated_pods",
+		Help: "Injected pods whose sidecar was injected with an older configuration than the current one, by namespace " +
+			"(only namespaces that have some).",
+	}, []string{"namespace"})
+	unselectedPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "remora_unselected_injected_pods",
+		Help: "Injected pods whose namespace or pod no longer selects injection, by namespace (only namespaces that have some).",
+	}, []string{"namespace"})
+	restartsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "remora_restarts_total",
+		Help: "Rolling restarts of workloads with outdated sidecars: started, finished (rollout complete) " +
+			"or failed (progress deadline exceeded).",
+	}, []string{"result"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(outdatedPods, unselectedPods, restartsTotal)
+	for _, r := range []string{resultStarted, resultFinished, resultFailed} {
+		restartsTotal.WithLabelValues(r)
+	}
+}
+
+// gaugeSet sets a per-namespace gauge to the non-zero values and deletes the
+// series of namespaces that had one before and have none now, so that the
+// gauge's cardinality follows the namespaces with pods to report.
+type gaugeSet struct {
+	gauge *prometheus.GaugeVec
+	set   map[string]bool
+}
+
+func (g *gaugeSet) update(values map[string]int) {
+	next := make(map[string]bool, len(values))
+	for ns, v := range values {
+		if v == 0 {
+			continue
+		}
+		g.gauge.WithLabelValues(ns).Set(float64(v))
+		next[ns] = true
+	}
+	for ns := range g.set {
+		if !next[ns] {
+			g.gauge.DeleteLabelValues(ns)
+		}
+	}
+	g.set = next
+}
