@@ -28,7 +28,7 @@ vet: ## Run go vet
 
 .PHONY: test-unit
 test-unit: envtest-bins helm ## Run the unit, golden, conformance and chart tests (some start a real kube-apiserver)
-	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 ./pkg/... ./cmd/... ./test/conformance/... ./test/chart/...
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 ./pkg/... ./cmd/... ./hack/mkimage/... ./test/images/... ./test/conformance/... ./test/chart/...
 
 .PHONY: conformance
 conformance: ## Run Istio's injection corpus and print how many cases match
@@ -50,12 +50,20 @@ test-netns: ## Run the traffic-capture test in real network namespaces (root)
 test-e2e: envtest-bins ## Run the webhook end-to-end tests against a real control plane (15-60 s)
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v ./test/e2e/ ./test/e2e/framework/
 
+.PHONY: test-e2e-node
+test-e2e-node: envtest-bins ## Run the real-pod e2e tests on a one-node cluster (root; containerd, runc, CNI plugins)
+	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 20m ./test/e2e/node/
+
+.PHONY: node-up
+node-up: envtest-bins ## Start the one-node e2e cluster for manual work until Ctrl-C (root)
+	$(GO) run ./test/e2e/node/nodeup
+
 .PHONY: local-cluster
 local-cluster: envtest-bins ## Run a local control plane with the injector and examples/ injected (Ctrl-C stops it)
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
 
 .PHONY: test
-test: vet test-unit test-netns test-e2e ## Run every test CI runs (unit, golden, conformance, chart, netns, e2e)
+test: vet test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (unit, golden, conformance, chart, netns, e2e, real pods)
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts
