@@ -13,7 +13,6 @@ package guard
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -86,13 +85,104 @@ type guard struct {
 
 // envelope is the part of an AdmissionReview the guard checks.
 type envelope struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Request    *struct {
-		UID       string          `json:"uid"`
-		Operation string          `json:"operation"`
-		Object    json.RawMessage `json:"object"`
-	} `json:"request"`
+	APIVersion string
+	Kind       string
+	Request    *request
+}
+
+type request struct {
+	UID       string
+	Operation string
+	// Object is the kind of the object's JSON value: 0 when absent, 'n'
+	// for null, '{' for an object, and so on.
+	Object jsontext.Kind
+}
+
+// readEnvelope reads the envelope's fields from a body already known to be
+// strict JSON, skipping everything else without decoding it.
+func readEnvelope(body []byte) (envelope, error) {
+	var env envelope
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	err := readObject(dec, func(name string) error {
+		switch name {
+		case "apiVersion":
+			return readString(dec, name, &env.APIVersion)
+		case "kind":
+			return readString(dec, name, &env.Kind)
+		case "request":
+			if dec.PeekKind() == 'n' {
+				return dec.SkipValue()
+			}
+			env.Request = &request{}
+			return readObject(dec, func(field string) error {
+				switch field {
+				case "uid":
+					return readString(dec, "request.uid", &env.Request.UID)
+				case "operation":
+					return readString(dec, "request.operation", &env.Request.Operation)
+				case "object":
+					env.Request.Object = dec.PeekKind()
+				}
+				return dec.SkipValue()
+			})
+		}
+		return dec.SkipValue()
+	})
+	return env, err
+}
+
+// readObject reads a JSON object, calling member for each name with the
+// decoder positioned at the value, which member must consume.
+func readObject(dec *jsontext.Decoder, member func(name string) error) error {
+	if k := dec.PeekKind(); k != '{' {
+		return fmt.Errorf("want a JSON object at %s, found %s", dec.StackPointer(), kindName(k))
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	for dec.PeekKind() != '}' {
+		// A name read as a raw value costs no allocation; the names the
+		// guard looks for need no unescaping.
+		name, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		if err := member(string(bytes.Trim(name, `"`))); err != nil {
+			return err
+		}
+	}
+	_, err := dec.ReadToken()
+	return err
+}
+
+func readString(dec *jsontext.Decoder, field string, into *string) error {
+	if k := dec.PeekKind(); k != '"' {
+		return fmt.Errorf("%s must be a string, found %s", field, kindName(k))
+	}
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return err
+	}
+	*into = tok.String()
+	return nil
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "nothing"
 }
 
 func (g *guard) refuse(w http.ResponseWriter, code int, reason, msg string) {
@@ -138,8 +228,8 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, http.StatusBadRequest, ReasonInvalidJSON, msg)
 		return
 	}
-	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil {
+	env, err := readEnvelope(body)
+	if err != nil {
 		g.refuse(w, http.StatusBadRequest, ReasonEnvelope, "the body is not an AdmissionReview: "+err.Error())
 		return
 	}
@@ -201,7 +291,7 @@ func checkEnvelope(env *envelope) string {
 	if env.Request.UID == "" {
 		return "the request has no uid, so it cannot be answered"
 	}
-	if env.Request.Operation == "CREATE" && (len(env.Request.Object) == 0 || string(env.Request.Object) == "null") {
+	if env.Request.Operation == "CREATE" && (env.Request.Object == 0 || env.Request.Object == 'n') {
 		return "the CREATE request has no object"
 	}
 	return ""

@@ -393,15 +393,9 @@ func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Dat
 // annotations, containers, volumes and pull secrets to a copy of the pod,
 // merging same-named items with the strategic merge rules.
 func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
-	out := orig.DeepCopy()
-	if out.Labels == nil {
-		out.Labels = make(map[string]string, len(data.Labels))
-	}
+	out := copyForInjection(orig)
 	for k, v := range data.Labels {
 		out.Labels[k] = v
-	}
-	if out.Annotations == nil {
-		out.Annotations = make(map[string]string, len(data.Annotations)+8)
 	}
 	for k, v := range data.Annotations {
 		out.Annotations[k] = v
@@ -441,6 +435,43 @@ func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
 	}
 	if len(newSecrets) > 0 {
 		out.Spec.ImagePullSecrets = append(newSecrets, out.Spec.ImagePullSecrets...)
+	}
+	return out
+}
+
+// copyForInjection copies what injection changes (labels, annotations,
+// containers, init containers, volumes, pull secrets, DNS config) and shares
+// the rest (managed fields, owner references, tolerations, ...) with orig,
+// which is never modified. The result is to be treated as read-only too.
+func copyForInjection(orig *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{TypeMeta: orig.TypeMeta, ObjectMeta: orig.ObjectMeta, Spec: orig.Spec, Status: orig.Status}
+	out.Labels = make(map[string]string, len(orig.Labels)+4)
+	for k, v := range orig.Labels {
+		out.Labels[k] = v
+	}
+	out.Annotations = make(map[string]string, len(orig.Annotations)+10)
+	for k, v := range orig.Annotations {
+		out.Annotations[k] = v
+	}
+	out.Spec.Containers = deepCopyContainers(orig.Spec.Containers, 1)
+	out.Spec.InitContainers = deepCopyContainers(orig.Spec.InitContainers, 2)
+	if orig.Spec.Volumes != nil {
+		out.Spec.Volumes = append(make([]corev1.Volume, 0, len(orig.Spec.Volumes)+10), orig.Spec.Volumes...)
+	}
+	if orig.Spec.ImagePullSecrets != nil {
+		out.Spec.ImagePullSecrets = append([]corev1.LocalObjectReference(nil), orig.Spec.ImagePullSecrets...)
+	}
+	out.Spec.DNSConfig = orig.Spec.DNSConfig.DeepCopy()
+	return out
+}
+
+func deepCopyContainers(cs []corev1.Container, extra int) []corev1.Container {
+	if cs == nil {
+		return nil
+	}
+	out := make([]corev1.Container, len(cs), len(cs)+extra)
+	for i := range cs {
+		cs[i].DeepCopyInto(&out[i])
 	}
 	return out
 }
