@@ -66,8 +66,14 @@ local-cluster: envtest-bins ## Run a local control plane with the injector and e
 test: vet test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (unit, golden, conformance, chart, netns, e2e, real pods)
 
 .PHONY: bench
-bench: ## Run the benchmarks with allocation counts
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/...
+bench: ## Run the benchmarks with allocation counts (engine, patch, admission side by side with the floor)
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/inject/ ./pkg/patch/ ./pkg/webhook/
+
+LOAD_DURATION ?= 20s
+LOAD_SOAK     ?= 60s
+.PHONY: loadtest
+loadtest: envtest-bins ## Drive injector serve and the floor over HTTPS at c=1 and c=16, then a soak (RSS)
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) run ./test/load -duration $(LOAD_DURATION) -concurrency 1,16 -soak $(LOAD_SOAK)
 
 # --- a real control plane for tests (kube-apiserver, kube-controller-manager, etcd), kubectl, and a node
 # (kube-scheduler, kubelet), all built from the Go module proxy (hack/k8sbins; about 8-20 min cold, 2 s warm)
