@@ -470,27 +470,3 @@ func FuzzHandler(f *testing.F) {
 		}
 	})
 }
-
-// BenchmarkHandler measures one admission of the real reviews-v1 request
-// through admission.Webhook's HTTP handler, without the network.
-func BenchmarkHandler(b *testing.B) {
-	h, err := NewHandler(Options{
-		Config:     templates.MustDefault,
-		Namespaces: fake.NewClientBuilder().WithObjects(namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"})).Build(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	wh := &admission.Webhook{Handler: h}
-	body := loadReview(b, nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		req := httptest.NewRequest(http.MethodPost, "/inject", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		wh.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"patch"`)) {
-			b.Fatalf("status %d, body %.200s", rec.Code, rec.Body.String())
-		}
-	}
-}
