@@ -63,7 +63,7 @@ local-cluster: envtest-bins ## Run a local control plane with the injector and e
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
 
 .PHONY: test
-test: vet test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (unit, golden, conformance, chart, netns, e2e, real pods)
+test: vet lint test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods)
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts (engine, patch, admission side by side with the floor)
@@ -115,4 +115,4 @@ $(BIN)/golangci-lint:
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (pinned, installed into ./bin)
-	$(BIN)/golangci-lint run ./...
+	$(BIN)/golangci-lint run --timeout 10m ./...

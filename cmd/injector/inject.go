@@ -169,7 +169,9 @@ The embedded default configuration is used unless flags override it.`,
 				return err
 			}
 			for _, r := range reports {
-				fmt.Fprintln(cmd.ErrOrStderr(), r.String())
+				if _, err := fmt.Fprintln(cmd.ErrOrStderr(), r.String()); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -229,7 +231,9 @@ sidecar.istio.io/status annotation that injection leaves on every pod.`,
 				if r.Injected {
 					line = fmt.Sprintf("%s/%s: uninjected", r.Kind, r.Name)
 				}
-				fmt.Fprintln(cmd.ErrOrStderr(), line)
+				if _, err := fmt.Fprintln(cmd.ErrOrStderr(), line); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

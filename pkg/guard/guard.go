@@ -191,7 +191,10 @@ func (g *guard) refuse(w http.ResponseWriter, code int, reason, msg string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_, _ = io.WriteString(w, msg+"\n")
+	// Plain text with nosniff: the message (which may quote the request) is
+	// never interpreted as markup.
+	_, _ = io.WriteString(w, msg+"\n") //nolint:gosec // G705: text/plain, nosniff
+
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -145,7 +145,7 @@ func policy(req Request, ns string) (Reason, string, bool) {
 		case nsInject == "disabled":
 			return ReasonNamespaceDisabled, fmt.Sprintf("namespace %q has %s=disabled", ns, LabelNamespaceInject), true
 		case nsInject == "enabled":
-			if rev != DefaultRevision && !(podHasRev && podRev == rev) {
+			if rev != DefaultRevision && (!podHasRev || podRev != rev) {
 				return ReasonOtherRevision, fmt.Sprintf("namespace %q is enabled for the default revision, this injector serves %q", ns, rev), true
 			}
 		case nsHasRev:

@@ -126,7 +126,7 @@ func processDoc(doc []byte, fn PodFunc) ([]byte, []Report, error) {
 		for i, it := range list.Items {
 			res, reps, err := processDoc(it, fn)
 			if err != nil {
-				return nil, nil, fmt.Errorf("List item %d: %w", i, err)
+				return nil, nil, fmt.Errorf("item %d of the List: %w", i, err)
 			}
 			reports = append(reports, reps...)
 			var v any

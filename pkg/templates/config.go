@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -494,6 +495,15 @@ func (r *settingsReader) integer(path string, min, max int64) int64 {
 	return n
 }
 
+// int32 reads a whole number in [min, max], which must lie in int32's range.
+func (r *settingsReader) int32(path string, min, max int64) int32 {
+	n := r.integer(path, min, max)
+	if n < math.MinInt32 || n > math.MaxInt32 {
+		return 0
+	}
+	return int32(n)
+}
+
 func (r *settingsReader) resources(path string) corev1.ResourceRequirements {
 	v := lookup(r.values, strings.Split(path, ".")...)
 	if v == nil {
@@ -559,12 +569,12 @@ func parseSettings(values map[string]any) (Settings, error) {
 		ComponentLogLevel:         r.str("global.proxy.componentLogLevel"),
 		AgentLogLevel:             r.str("global.logging.level"),
 		LogAsJSON:                 r.boolean("global.logAsJson"),
-		StatusPort:                int32(r.integer("global.proxy.statusPort", 0, 65535)),
-		ReadinessInitialDelay:     int32(r.integer("global.proxy.readinessInitialDelaySeconds", 0, 1<<31-1)),
-		ReadinessPeriod:           int32(r.integer("global.proxy.readinessPeriodSeconds", 0, 1<<31-1)),
-		ReadinessFailureThreshold: int32(r.integer("global.proxy.readinessFailureThreshold", 0, 1<<31-1)),
+		StatusPort:                r.int32("global.proxy.statusPort", 0, 65535),
+		ReadinessInitialDelay:     r.int32("global.proxy.readinessInitialDelaySeconds", 0, 1<<31-1),
+		ReadinessPeriod:           r.int32("global.proxy.readinessPeriodSeconds", 0, 1<<31-1),
+		ReadinessFailureThreshold: r.int32("global.proxy.readinessFailureThreshold", 0, 1<<31-1),
 		StartupProbeEnabled:       r.boolean("global.proxy.startupProbe.enabled"),
-		StartupFailureThreshold:   int32(r.integer("global.proxy.startupProbe.failureThreshold", 0, 1<<31-1)),
+		StartupFailureThreshold:   r.int32("global.proxy.startupProbe.failureThreshold", 0, 1<<31-1),
 		IncludeIPRanges:           r.str("global.proxy.includeIPRanges"),
 		ExcludeIPRanges:           r.str("global.proxy.excludeIPRanges"),
 		IncludeOutboundPorts:      r.str("global.proxy.includeOutboundPorts"),
@@ -618,9 +628,7 @@ func parseSettings(values map[string]any) (Settings, error) {
 	if s.ClusterDomain == "" {
 		s.ClusterDomain = "cluster.local"
 	}
-	for _, ps := range stringListAny(lookup(values, "global", "imagePullSecrets")) {
-		s.ImagePullSecrets = append(s.ImagePullSecrets, ps)
-	}
+	s.ImagePullSecrets = append(s.ImagePullSecrets, stringListAny(lookup(values, "global", "imagePullSecrets"))...)
 	if ia, ok := lookup(values, "sidecarInjectorWebhook", "injectedAnnotations").(map[string]any); ok {
 		s.InjectedAnnotations = map[string]string{}
 		for k, v := range ia {

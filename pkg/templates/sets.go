@@ -42,7 +42,7 @@ func (s *Sources) Set(expr string) error {
 		}
 		setPath(s.meshSets, keys, v)
 	default:
-		return fmt.Errorf("--set %q: path must start with values. or meshConfig.", expr)
+		return fmt.Errorf("--set %q: the path must start with values or meshConfig", expr)
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func readCases(t *testing.T, dir string) []testCase {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var cases []testCase
 	sc := bufio.NewScanner(f)
 	first := true

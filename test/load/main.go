@@ -75,7 +75,7 @@ func run(duration time.Duration, levels string, soak time.Duration, request stri
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 
 	// A real API server for the injector's namespace cache.
 	env := &envtest.Environment{}
@@ -229,7 +229,7 @@ func waitServing(url string, tlsCfg *tls.Config, body []byte, timeout time.Durat
 		last = err
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("not answering: %v", last)
+	return fmt.Errorf("not answering: %w", last)
 }
 
 // post sends one review and checks the answer is an allowed review with a
@@ -239,7 +239,7 @@ func post(client *http.Client, url string, body []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return false, err
