@@ -143,7 +143,7 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.StringVar(&o.serviceName, "service-name", "remora-injector", "the webhook's Service; the self-managed serving certificate is valid for its DNS names (with --self-managed-certs)")
 	f.BoolVar(&o.upgradeController, "upgrade-controller", true, "run the companion controller that reports (and, where opted in, restarts) workloads whose pods were injected with an outdated configuration; only the leader acts")
 	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "opt every workload in to rolling restarts when its sidecars are outdated (namespaces and workloads opt in or out with the annotation remora.io/restart-outdated)")
-	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide")
+	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide (per revision)")
 	f.StringVar(&o.maintenanceWindow, "maintenance-window", "", "restart only inside this daily UTC window, such as 02:00-04:00 (empty: any time)")
 
 	// controller-runtime's zap flags: --zap-log-level, --zap-devel,

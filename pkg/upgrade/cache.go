@@ -24,7 +24,7 @@ var (
 	keptPodLabels      = []string{inject.LabelRevision, inject.LabelInject}
 	// keptTemplateAnnotations are the pod template annotations the
 	// controller reads and patches.
-	keptTemplateAnnotations = []string{AnnotationRestartedFor, AnnotationRestartedAt}
+	keptTemplateAnnotations = []string{AnnotationRestartedFor, AnnotationRestartedAt, AnnotationRestartedBy}
 )
 
 // lastApplied is kubectl's copy of the applied manifest: large, never read.

@@ -459,11 +459,17 @@ func (r *reconciler) trackRollouts(rep *Report) {
 	for ref, ro := range rep.Rollouts {
 		t := r.tracked[ref]
 		if t == nil {
-			if !ro.Restarting() {
+			if !ro.Restarting() || !r.ours(ro) {
 				continue
 			}
 			t = &trackedRollout{hash: ro.TemplateAnnotations[AnnotationRestartedFor]}
 			r.tracked[ref] = t
+		}
+		// A restart this replica just made is tracked from the patch on;
+		// until the cache shows the patch, the old rollout's state says
+		// nothing about it.
+		if ro.TemplateAnnotations[AnnotationRestartedFor] != t.hash {
+			continue
 		}
 		log := r.log.WithValues("workload", ref.String(), "restartedFor", t.hash)
 		switch {
@@ -497,6 +503,22 @@ func (r *reconciler) trackRollouts(rep *Report) {
 	}
 }
 
+// ours reports whether a rollout was restarted by a controller of this
+// revision (restarts made before the restarted-by annotation existed count
+// as everyone's).
+func (r *reconciler) ours(ro *Rollout) bool {
+	by, ok := ro.TemplateAnnotations[AnnotationRestartedBy]
+	return !ok || by == r.revision()
+}
+
+// revision is the revision this controller serves.
+func (r *reconciler) revision() string {
+	if r.opts.Revision == "" {
+		return inject.DefaultRevision
+	}
+	return r.opts.Revision
+}
+
 // plan is what the controller decides for one evaluation.
 type plan struct {
 	// restarting are the workloads that hold a slot of the budget.
@@ -515,7 +537,7 @@ func (r *reconciler) plan(rep *Report) *plan {
 	p := &plan{restarting: map[Ref]bool{}, why: map[Ref]string{}}
 	now := time.Now()
 	for ref, ro := range rep.Rollouts {
-		if ro.Restarting() {
+		if ro.Restarting() && r.ours(ro) {
 			p.restarting[ref] = true
 		}
 		if pr, ok := r.pending[ref]; ok {
@@ -649,6 +671,7 @@ func (r *reconciler) restart(ctx context.Context, rep *Report, p *plan) error {
 		}
 		tmpl.Annotations[AnnotationRestartedAt] = at
 		tmpl.Annotations[AnnotationRestartedFor] = rep.Hash
+		tmpl.Annotations[AnnotationRestartedBy] = r.revision()
 		patch := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
 		log := r.log.WithValues("workload", w.Ref.String(), "hash", rep.Hash, "outdated", w.Outdated, "pods", w.Total,
 			"change", w.Change.String())
@@ -656,6 +679,9 @@ func (r *reconciler) restart(ctx context.Context, rep *Report, p *plan) error {
 			return fmt.Errorf("restarting %s: %w", w.Ref, err)
 		}
 		r.pending[w.Ref] = pendingRestart{hash: rep.Hash, at: at, since: time.Now()}
+		// Track it from now on, so that a rollout that finishes before the
+		// next evaluation is still counted and evented.
+		r.tracked[w.Ref] = &trackedRollout{hash: rep.Hash}
 		p.restarting[w.Ref] = true
 		restartsTotal.WithLabelValues(resultStarted).Inc()
 		log.Info("Restarting a workload with outdated sidecars", "restartedAt", at,

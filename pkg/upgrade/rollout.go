@@ -19,6 +19,11 @@ const (
 	// template, to the configuration hash the controller restarted it for.
 	// The workload is never restarted twice for the same hash.
 	AnnotationRestartedFor = "remora.io/restarted-for"
+	// AnnotationRestartedBy is set on the pod template to the revision of
+	// the controller that restarted the workload, so that the controllers
+	// of revisions running side by side (a canary upgrade) each track and
+	// count only their own restarts.
+	AnnotationRestartedBy = "remora.io/restarted-by"
 	// AnnotationRestartedAt is the pod template annotation that
 	// kubectl rollout restart sets; changing it rolls the workload.
 	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
