@@ -132,9 +132,11 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool) {
 	// Find the injected proxy (in containers, where the merge placed the
 	// template's fields over the user's, or in init containers).
 	var injected *corev1.Container
+	injectedInInit := false
 	for i := range out.Spec.InitContainers {
 		if out.Spec.InitContainers[i].Name == ProxyContainerName {
 			injected = &out.Spec.InitContainers[i]
+			injectedInInit = true
 		}
 	}
 	if injected == nil {
@@ -147,12 +149,17 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool) {
 	if injected == nil {
 		return
 	}
-	c, ok := overlay(*injected, *user)
+	override := *user
+	if override.Image == "auto" {
+		// Istio's convention: "auto" means the injected image.
+		override.Image = ""
+	}
+	c, ok := overlay(*injected, override)
 	if !ok {
 		return
 	}
 	*injected = c
-	if native {
+	if native && injectedInInit {
 		// The user's container was in containers: keep only the init one.
 		out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, func(c corev1.Container) bool {
 			return c.Name == ProxyContainerName
@@ -177,7 +184,7 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, native bool, statusPor
 		}
 	}
 	for _, c := range out.Spec.Containers {
-		if !origCont[c.Name] || (c.Name == ProxyContainerName && !native) {
+		if !origCont[c.Name] || c.Name == ProxyContainerName {
 			st.Containers = append(st.Containers, c.Name)
 		}
 	}

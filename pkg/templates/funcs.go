@@ -35,7 +35,46 @@ func FuncMap() template.FuncMap {
 		"quote":          strconv.Quote,
 		"join":           func(sep string, l []string) string { return strings.Join(l, sep) },
 		"split":          func(sep, s string) []string { return strings.Split(s, sep) },
+		"replaceItem":    replaceItem,
+		"withoutNamed":   withoutNamed,
 	}
+}
+
+// replaceItem returns list with every item equal to old replaced by new.
+func replaceItem(list []string, old, new string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		if s == old {
+			s = new
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// withoutNamed returns the items of a list of named things (volumes,
+// mounts, containers, env vars) whose name is not one of names.
+func withoutNamed(list any, names ...string) []any {
+	b, err := json.Marshal(list)
+	if err != nil {
+		return nil
+	}
+	var items []map[string]any
+	if err := json.Unmarshal(b, &items); err != nil {
+		return nil
+	}
+	out := make([]any, 0, len(items))
+	for _, it := range items {
+		name, _ := it["name"].(string)
+		drop := false
+		for _, n := range names {
+			drop = drop || name == n
+		}
+		if !drop {
+			out = append(out, it)
+		}
+	}
+	return out
 }
 
 func toJSON(v any) string {
