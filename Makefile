@@ -34,12 +34,10 @@ test-unit: envtest-bins helm ## Run the unit, golden, conformance and chart test
 conformance: ## Run Istio's injection corpus and print how many cases match
 	$(GO) test -count=1 -v -run TestIstioConformance ./test/conformance/ | grep -E 'conformance:|DIFF|EXTRA'
 
-FUZZTIME ?= 20s
+FUZZTIME ?= 20
 .PHONY: fuzz
-fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
-	$(GO) test -run '^$$' -fuzz '^FuzzParsePortList$$' -fuzztime $(FUZZTIME) ./pkg/inject/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseCIDRList$$' -fuzztime $(FUZZTIME) ./pkg/inject/
-	$(GO) test -run '^$$' -fuzz '^FuzzAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/inject/
+fuzz: ## Run every fuzz target of the module for FUZZTIME seconds each (default 20); fails on a finding
+	hack/fuzz.sh $(FUZZTIME)
 
 .PHONY: test
 .PHONY: test-netns
@@ -63,7 +61,8 @@ local-cluster: envtest-bins ## Run a local control plane with the injector and e
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
 
 .PHONY: test
-test: vet lint test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods)
+test: vet lint test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, 10 s of each fuzzer)
+	$(MAKE) fuzz FUZZTIME=10
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts (engine, patch, admission side by side with the floor)

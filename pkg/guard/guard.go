@@ -190,6 +190,8 @@ func (g *guard) refuse(w http.ResponseWriter, code int, reason, msg string) {
 	g.opts.Log.V(1).Info("Refused admission request", "reason", reason, "message", msg)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// The body may be unread: close the connection rather than wait for it.
+	w.Header().Set("Connection", "close")
 	w.WriteHeader(code)
 	// Plain text with nosniff: the message (which may quote the request) is
 	// never interpreted as markup.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,7 +80,8 @@ func (e FieldError) Error() string {
 	if len(v) > 120 {
 		v = v[:120] + "..."
 	}
-	return fmt.Sprintf("annotation %s=%q is invalid: %s", e.Annotation, v, e.Allowed)
+	// One line: parser messages (YAML's) may hold newlines.
+	return fmt.Sprintf("annotation %s=%q is invalid: %s", e.Annotation, v, strings.Join(strings.Fields(e.Allowed), " "))
 }
 
 // AnnotationError lists every invalid annotation of a pod. The pod is not
@@ -103,7 +105,7 @@ type PodError struct {
 	Msg string
 }
 
-func (e *PodError) Error() string { return e.Msg }
+func (e *PodError) Error() string { return strings.Join(strings.Fields(e.Msg), " ") }
 
 func podErrorf(format string, args ...any) error {
 	return &PodError{Msg: fmt.Sprintf(format, args...)}
@@ -524,7 +526,66 @@ func parseUserVolumes(v *validator) []corev1.Volume {
 		}
 		out = append(out, corev1.Volume{Name: n, VolumeSource: m[n]})
 	}
+	for _, vol := range out {
+		if msg := checkVolumeSource(vol); msg != "" {
+			v.fail(AnnotationUserVolume, s, msg)
+			return nil
+		}
+	}
 	return out
+}
+
+// checkVolumeSource checks what the API server would refuse in a user
+// volume: exactly one source, and item paths that are relative and do not
+// climb out with "..".
+func checkVolumeSource(vol corev1.Volume) string {
+	b, err := json.Marshal(vol.VolumeSource)
+	if err != nil {
+		return err.Error()
+	}
+	var sources map[string]json.RawMessage
+	if err := json.Unmarshal(b, &sources); err != nil {
+		return err.Error()
+	}
+	if len(sources) != 1 {
+		return fmt.Sprintf("volume %q must have exactly one source, has %d", vol.Name, len(sources))
+	}
+	var paths []string
+	if c := vol.ConfigMap; c != nil {
+		for _, it := range c.Items {
+			paths = append(paths, it.Path)
+		}
+	}
+	if c := vol.Secret; c != nil {
+		for _, it := range c.Items {
+			paths = append(paths, it.Path)
+		}
+	}
+	if c := vol.DownwardAPI; c != nil {
+		for _, it := range c.Items {
+			paths = append(paths, it.Path)
+		}
+	}
+	if c := vol.Projected; c != nil {
+		for _, src := range c.Sources {
+			if src.ConfigMap != nil {
+				for _, it := range src.ConfigMap.Items {
+					paths = append(paths, it.Path)
+				}
+			}
+			if src.Secret != nil {
+				for _, it := range src.Secret.Items {
+					paths = append(paths, it.Path)
+				}
+			}
+		}
+	}
+	for _, p := range paths {
+		if p == "" || strings.HasPrefix(p, "/") || slices.Contains(strings.Split(p, "/"), "..") {
+			return fmt.Sprintf("volume %q: item path %q must be relative and must not contain '..'", vol.Name, p)
+		}
+	}
+	return ""
 }
 
 func parseUserMounts(v *validator) []corev1.VolumeMount {

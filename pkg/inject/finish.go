@@ -284,6 +284,9 @@ const maxAnnotationBytes = 256 * 1024
 // validateResult refuses what the API server would refuse: duplicate
 // names, mounts without a volume, over-long label values.
 func validateResult(pod *corev1.Pod) error {
+	if len(pod.Spec.Containers) == 0 {
+		return podErrorf("the pod's only container is %s; as a native sidecar the proxy runs as an init container and the pod would have no container: add the app's container, or set %s: \"false\"", ProxyContainerName, AnnotationNativeSidecar)
+	}
 	seen := map[string]string{}
 	for _, list := range []struct {
 		kind string

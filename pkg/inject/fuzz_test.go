@@ -1,7 +1,6 @@
 package inject
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/templates"
@@ -71,9 +70,8 @@ func FuzzAnnotations(f *testing.F) {
 			}
 			return
 		}
-		var ae *AnnotationError
-		if !errors.As(err, &ae) {
-			t.Fatalf("%s=%q: error is not an *AnnotationError: %v", key, value, err)
+		if !IsRefused(err) {
+			t.Fatalf("%s=%q: error is neither an *AnnotationError nor a *PodError: %v", key, value, err)
 		}
 	})
 }

@@ -476,7 +476,7 @@ func FuzzAnnotationSet(f *testing.F) {
 			if !inject.IsRefused(err) {
 				t.Fatalf("%v: an error that is not a refusal: %v", ann, err)
 			}
-			if msg := err.Error(); strings.ContainsAny(msg, "\r\n") && !knownMultiLineYAMLError(msg) {
+			if msg := err.Error(); strings.ContainsAny(msg, "\r\n") {
 				t.Fatalf("the refusal is not on one line: %q", msg)
 			}
 			var ae *inject.AnnotationError
@@ -517,12 +517,4 @@ func FuzzAnnotationSet(f *testing.F) {
 			}
 		}
 	})
-}
-
-// knownMultiLineYAMLError reports a refusal that spans lines because it
-// embeds a YAML parser error ("yaml: unmarshal errors:\n  line 2: ..."), a
-// known product bug (reported; pkg/webhook's hardening cases mark it too).
-// REMORA_KNOWN_BUGS=1 makes it fail again.
-func knownMultiLineYAMLError(msg string) bool {
-	return os.Getenv("REMORA_KNOWN_BUGS") != "1" && strings.Contains(msg, "yaml: unmarshal errors:\n")
 }

@@ -144,9 +144,13 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		err := errors.New("malformed AdmissionReview: no request, kind or resource")
 		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
 	}
-	if req.Operation != admissionv1.Create || req.SubResource != "" || (req.Resource != podResource && req.Kind != podKind) {
+	if req.Operation != admissionv1.Create || req.SubResource != "" || req.Resource != podResource {
 		msg := fmt.Sprintf("%s of %s%s is not injected", req.Operation, req.Resource.Resource, subresource(req.SubResource))
 		return outcome{resp: admission.Allowed(msg), result: ResultSkipped, reason: ReasonNotPodCreate, message: msg}
+	}
+	if req.Kind != podKind {
+		err := fmt.Errorf("malformed AdmissionReview: a creation of pods whose request.kind is %s, not v1 Pod", kindString(req.Kind))
+		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
 	}
 	if len(req.Object.Raw) == 0 {
 		err := errors.New("malformed AdmissionReview: the request has no object")
@@ -218,6 +222,13 @@ func (h *Handler) namespaceLabels(ctx context.Context, ns string) (map[string]st
 		return map[string]string{}, nil
 	}
 	return obj.Labels, nil
+}
+
+func kindString(k metav1.GroupVersionKind) string {
+	if k.Group == "" {
+		return k.Version + " " + k.Kind
+	}
+	return k.Group + "/" + k.Version + " " + k.Kind
 }
 
 func subresource(s string) string {
