@@ -52,6 +52,10 @@ test-e2e: envtest-bins ## Run the webhook end-to-end tests against a real contro
 test-e2e-node: envtest-bins ## Run the real-pod e2e tests on a one-node cluster (root; containerd, runc, CNI plugins)
 	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 20m ./test/e2e/node/
 
+.PHONY: test-e2e-realpods
+test-e2e-realpods: envtest-bins ## Run the webhook's six scenarios and the start-latency measurement on real pods (root; 2.5-5 min)
+	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 30m ./test/e2e/realpods/
+
 .PHONY: node-up
 node-up: envtest-bins ## Start the one-node e2e cluster for manual work until Ctrl-C (root)
 	$(GO) run ./test/e2e/node/nodeup
@@ -61,7 +65,7 @@ local-cluster: envtest-bins ## Run a local control plane with the injector and e
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
 
 .PHONY: test
-test: vet lint test-unit test-netns test-e2e test-e2e-node ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, 10 s of each fuzzer)
+test: vet lint test-unit test-netns test-e2e test-e2e-node test-e2e-realpods ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, 10 s of each fuzzer)
 	$(MAKE) fuzz FUZZTIME=10
 
 .PHONY: bench
