@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,35 +22,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/pkg/upgrade"
 )
 
-// statusAssets returns the directory with kube-apiserver and etcd, skipping
-// the test without them (failing it when CI=true).
-func statusAssets(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		_, file, _, _ := runtime.Caller(0)
-		dir = filepath.Join(filepath.Dir(file), "..", "..", "bin", "k8s")
-	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
-			msg := "no control plane: set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd (make k8sbins builds bin/k8s)"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
+// statusAssets returns the directory with kube-apiserver and etcd.
+func statusAssets(t *testing.T) string { return testenv.AssetsDir(t) }
 
 const (
 	valuesV1 = "global:\n  proxy:\n    image: example.com/proxy:v1\n"

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -22,43 +21,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
-// assetsDir returns the directory with kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the
-// repository's bin/k8s (make envtest-bins) when it holds both. Without them the test is skipped, or
-// fails when CI=true.
-func assetsDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		_, file, _, _ := runtime.Caller(0)
-		candidate := filepath.Join(filepath.Dir(file), "..", "..", "bin", "k8s")
-		if hasControlPlane(candidate) {
-			dir = candidate
-		}
-	}
-	if dir == "" || !hasControlPlane(dir) {
-		msg := "no control plane: set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd (make envtest-bins builds bin/k8s)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
-
-func hasControlPlane(dir string) bool {
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if fi, err := os.Stat(filepath.Join(dir, bin)); err != nil || fi.IsDir() {
-			return false
-		}
-	}
-	return true
-}
+// assetsDir returns the directory with kube-apiserver and etcd.
+func assetsDir(t *testing.T) string { return testenv.AssetsDir(t) }
 
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/templates"
 )
@@ -68,38 +68,9 @@ type testCluster struct {
 }
 
 // assetsDir returns the directory with kube-apiserver, etcd and
-// kube-controller-manager: $KUBEBUILDER_ASSETS, else the repository's bin/k8s
-// when it holds them. Without them the test is skipped, or fails when CI=true.
+// kube-controller-manager.
 func assetsDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		_, file, _, _ := runtime.Caller(0)
-		if candidate := filepath.Join(filepath.Dir(file), "..", "..", "bin", "k8s"); hasBinaries(candidate) {
-			dir = candidate
-		}
-	}
-	if dir == "" || !hasBinaries(dir) {
-		msg := "no control plane: set KUBEBUILDER_ASSETS to a directory with kube-apiserver, etcd and kube-controller-manager (make k8sbins builds bin/k8s)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
-
-func hasBinaries(dir string) bool {
-	for _, bin := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
-		if fi, err := os.Stat(filepath.Join(dir, bin)); err != nil || fi.IsDir() {
-			return false
-		}
-	}
-	return true
+	return testenv.AssetsDir(t, "kube-apiserver", "etcd", "kube-controller-manager")
 }
 
 // startCluster returns the shared control plane, starting it on first use.

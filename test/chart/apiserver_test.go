@@ -24,32 +24,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/selfcert"
 )
 
-// assetsDir returns the directory with kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else bin/k8s
-// when it holds both. Without them the test is skipped, or fails when CI=true.
-func assetsDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = filepath.Join(repoRoot(t), "bin", "k8s")
-	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
-			msg := "no control plane: set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd (make envtest-bins builds bin/k8s)"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
+// assetsDir returns the directory with kube-apiserver and etcd.
+func assetsDir(t *testing.T) string { return testenv.AssetsDir(t) }
 
 // TestChartOnAPIServer sends the rendered chart to a real API server: every built-in object is
 // accepted (server-side validation), and in self-managed mode the chart's RBAC is exactly enough
