@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -34,7 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/remora-mesh/remora/test/load/internal/certs"
+	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
 func main() {
@@ -115,12 +114,21 @@ func run(duration time.Duration, levels string, soak time.Duration, request stri
 	_ = c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "remora-system"}})
 
 	certDir := filepath.Join(tmp, "certs")
-	caPEM, err := certs.Write(certDir)
+	ca, err := framework.NewCA()
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	serving, err := ca.Issue()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return err
+	}
+	if err := framework.WriteAtomically(certDir, serving.ServingFiles()); err != nil {
+		return err
+	}
+	pool := ca.Pool()
 
 	bin := filepath.Join(tmp, "injector")
 	floorBin := filepath.Join(tmp, "floor")
