@@ -169,7 +169,7 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool) {
 
 // finish adds the status and bookkeeping annotations, merges Prometheus
 // scraping and checks the result the way the API server would.
-func finish(out, orig *corev1.Pod, cfg *templates.Config, native bool, statusPort int32) error {
+func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContainers, statusPort int32) error {
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
@@ -179,12 +179,12 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, native bool, statusPor
 	origSecrets := names(orig.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) string { return r.Name })
 	st := Status{Revision: revisionFromSettings(&cfg.Settings)}
 	for _, c := range out.Spec.InitContainers {
-		if !origInit[c.Name] {
+		if !origInit[c.Name] || touched.init[c.Name] {
 			st.InitContainers = append(st.InitContainers, c.Name)
 		}
 	}
 	for _, c := range out.Spec.Containers {
-		if !origCont[c.Name] || c.Name == ProxyContainerName {
+		if !origCont[c.Name] || touched.containers[c.Name] {
 			st.Containers = append(st.Containers, c.Name)
 		}
 	}
@@ -239,7 +239,7 @@ func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort in
 	if cfg.Mesh.EnablePrometheusMerge != nil && !*cfg.Mesh.EnablePrometheusMerge {
 		return
 	}
-	if v, ok := orig.Annotations[AnnotationMergeMetrics]; ok && v == "false" {
+	if v, ok := out.Annotations[AnnotationMergeMetrics]; ok && v == "false" {
 		return
 	}
 	if orig.Annotations[promScrape] == "false" || orig.Annotations["prometheus.io.scrape"] == "false" {

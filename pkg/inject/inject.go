@@ -330,17 +330,35 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		}
 	}
 	var out *corev1.Pod
+	// touched names the containers the templates wrote, for the status
+	// annotation: those are what injection owns.
+	touched := templateContainers{init: map[string]bool{}, containers: map[string]bool{}}
 	if len(names) == 1 && cfg.IsBuiltin(names[0]) && names[0] == "sidecar" && !req.AlwaysRender {
 		out = placeBuiltin(orig, data)
+		if data.Init != nil {
+			touched.init[data.Init.Name] = true
+		}
+		if native {
+			touched.init[data.Proxy.Name] = true
+		} else {
+			touched.containers[data.Proxy.Name] = true
+		}
 	} else {
 		var err error
-		if out, err = renderAndMerge(cfg, orig, data, names); err != nil {
+		if out, err = renderAndMerge(cfg, orig, data, names, &touched); err != nil {
 			return nil, err
 		}
 	}
 
 	reorder(out, orig, native, hold)
 	reapplyOverrides(out, orig, native)
+	// A template may set the probe-rewriting annotation (Istio's custom
+	// templates do, to turn it off).
+	if v, ok := out.Annotations[AnnotationRewriteProbes]; ok && p.rewriteProbes == nil {
+		if b, err := parseBool(v); err == nil {
+			rewrite = b && statusPort != 0
+		}
+	}
 	if rewrite {
 		rewriteProbes(out, statusPort, native)
 	}
@@ -350,7 +368,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	if proxyCfg.StatusPort != nil && *proxyCfg.StatusPort != 0 {
 		promPort = *proxyCfg.StatusPort
 	}
-	if err := finish(out, orig, cfg, native, promPort); err != nil {
+	if err := finish(out, orig, cfg, touched, promPort); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -358,7 +376,32 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 
 // renderAndMerge renders each template and merges its Pod fragment into the
 // pod with Kubernetes' strategic merge rules, as Istio does.
-func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Data, names []string) (*corev1.Pod, error) {
+// templateContainers are the names of the init containers and containers
+// the templates wrote.
+type templateContainers struct {
+	init, containers map[string]bool
+}
+
+// record adds the container names of a rendered Pod fragment.
+func (t *templateContainers) record(fragment []byte) {
+	var f struct {
+		Spec struct {
+			InitContainers []struct{ Name string } `json:"initContainers"`
+			Containers     []struct{ Name string } `json:"containers"`
+		} `json:"spec"`
+	}
+	if json.Unmarshal(fragment, &f) != nil {
+		return
+	}
+	for _, c := range f.Spec.InitContainers {
+		t.init[c.Name] = true
+	}
+	for _, c := range f.Spec.Containers {
+		t.containers[c.Name] = true
+	}
+}
+
+func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Data, names []string, touched *templateContainers) (*corev1.Pod, error) {
 	current, err := json.Marshal(orig)
 	if err != nil {
 		return nil, fmt.Errorf("encoding pod: %w", err)
@@ -377,6 +420,7 @@ func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Dat
 		if err != nil {
 			return nil, fmt.Errorf("template %q produced invalid YAML: %w", name, err)
 		}
+		touched.record(patch)
 		if current, err = strategicpatch.StrategicMergePatch(current, patch, corev1.Pod{}); err != nil {
 			return nil, fmt.Errorf("merging template %q into the pod: %w", name, err)
 		}

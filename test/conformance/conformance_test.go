@@ -544,6 +544,9 @@ func effectOf(orig, tmpl map[string]any) map[string]any {
 		for _, m := range list(proxy["volumeMounts"]) {
 			mounts = append(mounts, fmt.Sprint(m["name"], ":", m["mountPath"]))
 		}
+		// Which volumes are mounted where is the effect; a user's extra
+		// mount may come before or after the injected ones.
+		sort.Strings(mounts)
 		e["proxy.volumeMounts"] = mounts
 	}
 	probes := map[string]any{}
