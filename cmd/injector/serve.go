@@ -83,8 +83,9 @@ type serveOptions struct {
 	certSecretName    string
 	webhookConfigName string
 	serviceName       string
-	// Used by the companion controller; accepted now so that deployments
-	// can already pass them.
+	certValidity      time.Duration
+	caValidity        time.Duration
+	// The companion controller (pkg/upgrade).
 	restartOutdated       bool
 	maxConcurrentRestarts int
 	maintenanceWindow     string
@@ -141,6 +142,8 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.StringVar(&o.certSecretName, "cert-secret-name", "remora-injector-tls", "Secret holding the self-managed certificates (with --self-managed-certs)")
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", "remora-injector", "MutatingWebhookConfiguration whose caBundle is kept in sync (with --self-managed-certs)")
 	f.StringVar(&o.serviceName, "service-name", "remora-injector", "the webhook's Service; the self-managed serving certificate is valid for its DNS names (with --self-managed-certs)")
+	f.DurationVar(&o.certValidity, "self-managed-cert-validity", selfcert.DefaultCertValidity, "lifetime of a self-managed serving certificate, renewed when a third of it remains; shorter than --self-managed-ca-validity (with --self-managed-certs)")
+	f.DurationVar(&o.caValidity, "self-managed-ca-validity", selfcert.DefaultCAValidity, "lifetime of the self-managed CA, rotated when a third of it remains; the previous CA stays in the caBundle until it expires (with --self-managed-certs)")
 	f.BoolVar(&o.upgradeController, "upgrade-controller", true, "run the companion controller that reports (and, where opted in, restarts) workloads whose pods were injected with an outdated configuration; only the leader acts")
 	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "opt every workload in to rolling restarts when its sidecars are outdated (namespaces and workloads opt in or out with the annotation remora.io/restart-outdated)")
 	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide (per revision)")
@@ -191,6 +194,15 @@ func (o *serveOptions) validate() field.ErrorList {
 			if v == "" {
 				errs = append(errs, field.Required(root.Child(name), "needed by --self-managed-certs"))
 			}
+		}
+		// Zero leaves selfcert's default.
+		for name, d := range map[string]time.Duration{"self-managed-cert-validity": o.certValidity, "self-managed-ca-validity": o.caValidity} {
+			if d < 0 {
+				errs = append(errs, field.Invalid(root.Child(name), d.String(), "must not be negative"))
+			}
+		}
+		if o.certValidity > 0 && o.caValidity > 0 && o.certValidity >= o.caValidity {
+			errs = append(errs, field.Invalid(root.Child("self-managed-cert-validity"), o.certValidity.String(), "must be shorter than --self-managed-ca-validity"))
 		}
 	}
 	return errs
@@ -319,6 +331,8 @@ func (o *serveOptions) run(ctx context.Context) error {
 			ServiceName:       o.serviceName,
 			WebhookConfigName: o.webhookConfigName,
 			CertDir:           certDir,
+			CertValidity:      o.certValidity,
+			CAValidity:        o.caValidity,
 		})
 		if err != nil {
 			return fmt.Errorf("setting up self-managed certificates: %w", err)
