@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -470,46 +471,50 @@ func flagValue(t *testing.T, args []string, name string) string {
 	return ""
 }
 
-// hostAddress returns an address of this host that an EndpointSlice accepts (not loopback,
-// link-local or unspecified) and the API server can connect to. Without one the test is skipped,
-// or fails when CI=true.
+// hostAddress puts an address of the test's own on a bridge the
+// test creates (and removes at cleanup), so that the API server can be
+// routed to the injector: EndpointSlices refuse loopback addresses, and the
+// test must not send traffic to any address it did not create. It needs
+// root and iproute2; without them the test is skipped, or fails when
+// CI=true.
 func hostAddress(t *testing.T) net.IP {
 	t.Helper()
-	ifaces, err := net.Interfaces()
-	if err != nil {
+	fail := func(msg string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if os.Geteuid() != 0 {
+		fail("needs root to create a bridge for the webhook's endpoint address")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		fail("needs ip (iproute2) to create a bridge for the webhook's endpoint address")
+	}
+	// A name and a /32 from a test-only range, unique per process.
+	link := fmt.Sprintf("rsm%d", os.Getpid()%100000)
+	ip := net.IPv4(10, 253, byte(os.Getpid()>>8), byte(os.Getpid()))
+	run := func(args ...string) error {
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run("link", "add", link, "type", "bridge"); err != nil {
 		t.Fatal(err)
 	}
-	var v6 net.IP
-	for _, iface := range ifaces {
-		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
-			continue
+	t.Cleanup(func() {
+		if err := run("link", "del", link); err != nil {
+			t.Errorf("removing the test bridge: %v", err)
 		}
-		addrs, err := iface.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			ipnet, ok := a.(*net.IPNet)
-			if !ok || !ipnet.IP.IsGlobalUnicast() {
-				continue
-			}
-			if ip4 := ipnet.IP.To4(); ip4 != nil {
-				return ip4
-			}
-			if v6 == nil {
-				v6 = ipnet.IP
-			}
+	})
+	for _, args := range [][]string{{"addr", "add", ip.String() + "/32", "dev", link}, {"link", "set", link, "up"}} {
+		if err := run(args...); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if v6 != nil {
-		return v6
-	}
-	msg := "no non-loopback address on this host: EndpointSlices refuse loopback addresses, so the API server cannot be routed to the injector"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return nil
+	return ip.To4()
 }
 
 // serviceAccountKubeconfig writes a kubeconfig that authenticates as ServiceAccount ns/name with
