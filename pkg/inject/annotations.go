@@ -201,35 +201,38 @@ func (v *validator) portList(name string, wildcard bool) *string {
 // ParsePortList validates a comma-separated port list and returns it
 // normalised (spaces removed). An empty list is allowed.
 func ParsePortList(s string, wildcard bool) (string, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return "", nil
-	}
-	if t == "*" {
-		if !wildcard {
-			return "", fmt.Errorf("* is not allowed here")
-		}
-		return "*", nil
-	}
-	parts := strings.Split(t, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			return "", fmt.Errorf("empty entry at position %d", i+1)
-		}
+	return parseList(s, wildcard, func(p string) (string, error) {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
 			return "", fmt.Errorf("%q is not a port 1-65535", p)
 		}
-		parts[i] = strconv.Itoa(n)
-	}
-	return strings.Join(parts, ","), nil
+		return strconv.Itoa(n), nil
+	})
 }
 
 // ParseCIDRList validates a comma-separated list of CIDRs (IPv4 or IPv6;
 // bare IPs are taken as a single address); with wildcard "*" is allowed
 // alone. It returns the list normalised for istio-iptables.
 func ParseCIDRList(s string, wildcard bool) (string, error) {
+	return parseList(s, wildcard, func(p string) (string, error) {
+		if strings.Contains(p, "/") {
+			if _, err := netip.ParsePrefix(p); err != nil {
+				return "", fmt.Errorf("%q is not a CIDR", p)
+			}
+			return p, nil
+		}
+		addr, err := netip.ParseAddr(p)
+		if err != nil || addr.Zone() != "" {
+			return "", fmt.Errorf("%q is not an IP address or CIDR", p)
+		}
+		return netip.PrefixFrom(addr, addr.BitLen()).String(), nil
+	})
+}
+
+// parseList walks a comma-separated list: empty is allowed, "*" alone when
+// wildcard, and every other entry must pass item, which returns it
+// normalised.
+func parseList(s string, wildcard bool, item func(string) (string, error)) (string, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
 		return "", nil
@@ -246,18 +249,11 @@ func ParseCIDRList(s string, wildcard bool) (string, error) {
 		if p == "" {
 			return "", fmt.Errorf("empty entry at position %d", i+1)
 		}
-		if strings.Contains(p, "/") {
-			if _, err := netip.ParsePrefix(p); err != nil {
-				return "", fmt.Errorf("%q is not a CIDR", p)
-			}
-		} else {
-			addr, err := netip.ParseAddr(p)
-			if err != nil || addr.Zone() != "" {
-				return "", fmt.Errorf("%q is not an IP address or CIDR", p)
-			}
-			p = netip.PrefixFrom(addr, addr.BitLen()).String()
+		norm, err := item(p)
+		if err != nil {
+			return "", err
 		}
-		parts[i] = p
+		parts[i] = norm
 	}
 	return strings.Join(parts, ","), nil
 }
