@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
@@ -10,17 +9,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	root := newRootCmd()
-	var out, errOut bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetArgs(args)
-	err = root.ExecuteContext(t.Context())
-	return out.String(), errOut.String(), err
-}
 
 // TestInjectGolden runs `injector inject` on each testdata/*.yaml and
 // compares the output with testdata/*.golden.yaml (go test -update rewrites
@@ -41,7 +29,7 @@ func TestInjectGolden(t *testing.T) {
 			if strings.Contains(in, "classic") {
 				args = append(args, "--native-sidecars=false")
 			}
-			out, stderr, err := runCLI(t, args...)
+			out, stderr, err := runRoot(t, args...)
 			if err != nil {
 				t.Fatalf("inject: %v (stderr %s)", err, stderr)
 			}
@@ -98,7 +86,7 @@ spec:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, _, err := runCLI(t, tt.args...)
+			out, _, err := runRoot(t, tt.args...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("want an error naming %q, got %v", tt.want, err)
 			}
@@ -110,7 +98,7 @@ spec:
 }
 
 func TestSetOverridesValues(t *testing.T) {
-	out, _, err := runCLI(t, "inject", "-f", "testdata/tproxy-pod.yaml",
+	out, _, err := runRoot(t, "inject", "-f", "testdata/tproxy-pod.yaml",
 		"--set", "values.global.proxy.image=example.com/proxy:v2",
 		"--set", "meshConfig.defaultConfig.holdApplicationUntilProxyStarts=true")
 	if err != nil {
@@ -125,7 +113,7 @@ func TestSetOverridesValues(t *testing.T) {
 }
 
 func TestUninjectRestoresOriginal(t *testing.T) {
-	injected, _, err := runCLI(t, "inject", "-f", "testdata/bookinfo-reviews.yaml")
+	injected, _, err := runRoot(t, "inject", "-f", "testdata/bookinfo-reviews.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +121,7 @@ func TestUninjectRestoresOriginal(t *testing.T) {
 	if err := os.WriteFile(f, []byte(injected), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, err := runCLI(t, "uninject", "-f", f)
+	out, stderr, err := runRoot(t, "uninject", "-f", f)
 	if err != nil {
 		t.Fatal(err)
 	}

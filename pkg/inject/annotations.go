@@ -182,13 +182,24 @@ func parseBool(s string) (bool, error) {
 // portList validates a comma-separated list of ports (1-65535); with
 // wildcard, "*" is allowed alone. It returns the normalised list.
 func (v *validator) portList(name string, wildcard bool) *string {
+	return v.list(name, wildcard, ParsePortList, "must be a comma-separated list of ports 1-65535")
+}
+
+// cidrList validates a comma-separated list of CIDRs; with wildcard, "*" is
+// allowed alone. It returns the normalised list.
+func (v *validator) cidrList(name string, wildcard bool) *string {
+	return v.list(name, wildcard, ParseCIDRList, "must be a comma-separated list of CIDRs such as 10.0.0.0/8")
+}
+
+// list reads annotation name with parse, recording a failure that says
+// what is allowed.
+func (v *validator) list(name string, wildcard bool, parse func(string, bool) (string, error), allowed string) *string {
 	s, ok := v.get(name)
 	if !ok {
 		return nil
 	}
-	out, err := ParsePortList(s, wildcard)
+	out, err := parse(s, wildcard)
 	if err != nil {
-		allowed := "must be a comma-separated list of ports 1-65535"
 		if wildcard {
 			allowed += ", or *"
 		}
@@ -256,23 +267,6 @@ func parseList(s string, wildcard bool, item func(string) (string, error)) (stri
 		parts[i] = norm
 	}
 	return strings.Join(parts, ","), nil
-}
-
-func (v *validator) cidrList(name string, wildcard bool) *string {
-	s, ok := v.get(name)
-	if !ok {
-		return nil
-	}
-	out, err := ParseCIDRList(s, wildcard)
-	if err != nil {
-		allowed := "must be a comma-separated list of CIDRs such as 10.0.0.0/8"
-		if wildcard {
-			allowed += ", or *"
-		}
-		v.fail(name, s, allowed+": "+err.Error())
-		return nil
-	}
-	return &out
 }
 
 var ifaceName = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,15}$`)

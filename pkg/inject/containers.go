@@ -227,7 +227,7 @@ func proxyResources(s *templates.Settings, p *parsed) corev1.ResourceRequirement
 		if *l == nil {
 			*l = corev1.ResourceList{}
 		}
-		(*l)[name] = resource.MustParse(quantityString(*q))
+		(*l)[name] = q.DeepCopy()
 	}
 	set(&rr.Requests, corev1.ResourceCPU, p.cpu)
 	set(&rr.Requests, corev1.ResourceMemory, p.memory)
@@ -300,7 +300,7 @@ func pick(ann *string, value string) string {
 
 // buildInit returns the istio-init container (or istio-validation when the
 // Istio CNI plugin programs the rules), or nil for interception mode NONE.
-func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode string, statusPort int32, pod *corev1.Pod) *corev1.Container {
+func buildInit(s *templates.Settings, p *parsed, mode string, statusPort int32) *corev1.Container {
 	if mode == "NONE" && !s.CNIEnabled {
 		return nil
 	}
@@ -319,7 +319,7 @@ func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode 
 		"-m", mode,
 		"-i", pick(p.includeCIDRs, s.IncludeIPRanges),
 		"-x", pick(p.excludeCIDRs, s.ExcludeIPRanges),
-		"-b", pick(p.includeInPorts, inboundDefault(s, pod)),
+		"-b", pick(p.includeInPorts, s.IncludeInboundPorts),
 		"-d", strings.Join(excludeIn, ","),
 	}
 	if v := pick(p.includeOutPorts, s.IncludeOutboundPorts); v != "" {
@@ -363,11 +363,5 @@ func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode 
 		c.SecurityContext.RunAsNonRoot = ptr(true)
 		c.SecurityContext.RunAsUser = ptr(s.ProxyUID)
 	}
-	_ = pc
 	return c
-}
-
-// inboundDefault is the values' includeInboundPorts ("*" when unset).
-func inboundDefault(s *templates.Settings, _ *corev1.Pod) string {
-	return s.IncludeInboundPorts
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
@@ -291,7 +290,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 			}
 		}
 	}
-	data.Init = buildInit(&initSettings, p, proxyCfg, mode, statusPort, orig)
+	data.Init = buildInit(&initSettings, p, mode, statusPort)
 	data.Volumes = buildVolumes(p)
 	for _, name := range s.ImagePullSecrets {
 		data.ImagePullSecrets = append(data.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
@@ -360,7 +359,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		}
 	}
 	if rewrite {
-		rewriteProbes(out, statusPort, native)
+		rewriteProbes(out, statusPort)
 	}
 	// Prometheus scrapes the agent on the mesh's status port (Istio reads
 	// it from the proxy config, not from the injector values).
@@ -746,11 +745,6 @@ func canonicalRevision(pod *corev1.Pod) string {
 		}
 	}
 	return "latest"
-}
-
-// quantityString formats a quantity canonically (4000m becomes 4).
-func quantityString(q resource.Quantity) string {
-	return q.String()
 }
 
 func sortedKeys(m map[string]string) []string {

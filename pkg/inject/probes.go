@@ -23,7 +23,7 @@ const AppProbersEnv = "ISTIO_KUBE_APP_PROBERS"
 // rewriteProbes sends the app containers' HTTP, TCP and gRPC probes (and
 // HTTP/TCP lifecycle hooks) through the agent's status port, so they work
 // when mutual TLS captures the app's ports.
-func rewriteProbes(pod *corev1.Pod, statusPort int32, native bool) {
+func rewriteProbes(pod *corev1.Pod, statusPort int32) {
 	probers := map[string]prober{}
 	var targets []*corev1.Container
 	for i := range pod.Spec.InitContainers {
@@ -91,7 +91,6 @@ func rewriteProbes(pod *corev1.Pod, statusPort int32, native bool) {
 	if proxy := findProxy(pod); proxy != nil {
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: AppProbersEnv, Value: string(b)})
 	}
-	_ = native
 }
 
 // captureProbe copies a probe handler with named ports resolved to numbers.

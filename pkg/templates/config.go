@@ -346,10 +346,6 @@ func Load(src Sources) (*Config, error) {
 	return cfg, nil
 }
 
-// EffectiveProxyConfig is the mesh default proxy config; pods may override
-// it with proxy.istio.io/config.
-func (c *Config) EffectiveProxyConfig() ProxyConfig { return c.Mesh.DefaultConfig }
-
 func hashInputs(values, mesh map[string]any, texts map[string]string) string {
 	h := sha256.New()
 	b, _ := json.Marshal(values) // map keys are sorted by encoding/json
