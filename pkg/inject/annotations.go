@@ -56,6 +56,10 @@ const (
 	AnnotationProxyConfig          = "proxy.istio.io/config"
 	AnnotationProxyOverrides       = "proxy.istio.io/overrides"
 	AnnotationConfigHash           = "remora.io/injection-hash"
+	// AnnotationInjectedImage records the proxy image a pod was injected
+	// with, so that the companion controller, which watches pods as
+	// metadata only, can tell an image change from a configuration change.
+	AnnotationInjectedImage        = "remora.io/proxy-image"
 	AnnotationDefaultContainer     = "kubectl.kubernetes.io/default-container"
 	AnnotationDefaultLogsContainer = "kubectl.kubernetes.io/default-logs-container"
 

@@ -205,11 +205,13 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContai
 	out.Annotations[AnnotationStatus] = string(b)
 	out.Annotations[AnnotationConfigHash] = cfg.Hash
 
-	if findProxy(out) == nil {
+	proxy := findProxy(out)
+	if proxy == nil {
 		// A template that injects no proxy (a custom one) gets no
 		// proxy bookkeeping.
 		return validateResult(out)
 	}
+	out.Annotations[AnnotationInjectedImage] = proxy.Image
 	if _, ok := out.Annotations[AnnotationDefaultContainer]; !ok {
 		for _, c := range out.Spec.Containers {
 			if c.Name != ProxyContainerName {

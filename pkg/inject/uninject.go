@@ -61,7 +61,7 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
 	}
 	restoreProbes(out, probers)
 
-	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, LabelRevision,
+	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, AnnotationInjectedImage, LabelRevision,
 		AnnotationDefaultContainer, AnnotationDefaultLogsContainer, promScrape, promPort, promPath} {
 		delete(out.Annotations, k)
 	}
