@@ -90,6 +90,13 @@ type serveOptions struct {
 	maxConcurrentRestarts int
 	maintenanceWindow     string
 	upgradeController     bool
+	// Client-side rate limits of every request to the API server.
+	kubeAPIQPS   float32
+	kubeAPIBurst int
+	// memoryLimitRatio sets the Go runtime's soft memory limit to this
+	// share of $REMORA_MEMORY_LIMIT (the container's limit, from the
+	// chart), unless GOMEMLIMIT is set.
+	memoryLimitRatio float64
 
 	zap zap.Options
 }
@@ -148,6 +155,9 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "opt every workload in to rolling restarts when its sidecars are outdated (namespaces and workloads opt in or out with the annotation remora.io/restart-outdated)")
 	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide (per revision)")
 	f.StringVar(&o.maintenanceWindow, "maintenance-window", "", "restart only inside this daily UTC window, such as 02:00-04:00 (empty: any time)")
+	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", defaultKubeAPIQPS, "client-side limit of requests per second to the API server (every client of the process, in-cluster or with --kubeconfig)")
+	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "client-side burst of requests to the API server above --kube-api-qps")
+	f.Float64Var(&o.memoryLimitRatio, "memory-limit-ratio", defaultMemoryLimitRatio, "set the Go runtime's soft memory limit to this share of $"+envMemoryLimit+" (the container's memory limit in bytes, which the chart sets), so that the garbage collector works harder before the container's limit is reached; ignored when GOMEMLIMIT is set or $"+envMemoryLimit+" is empty")
 
 	// controller-runtime's zap flags: --zap-log-level, --zap-devel,
 	// --zap-encoder, --zap-stacktrace-level, --zap-time-encoding.
@@ -179,6 +189,15 @@ func (o *serveOptions) validate() field.ErrorList {
 		if _, err := upgrade.ParseWindow(o.maintenanceWindow); err != nil {
 			errs = append(errs, field.Invalid(root.Child("maintenance-window"), o.maintenanceWindow, err.Error()))
 		}
+	}
+	if o.kubeAPIQPS <= 0 {
+		errs = append(errs, field.Invalid(root.Child("kube-api-qps"), o.kubeAPIQPS, "must be positive"))
+	}
+	if o.kubeAPIBurst < 1 || float32(o.kubeAPIBurst) < o.kubeAPIQPS {
+		errs = append(errs, field.Invalid(root.Child("kube-api-burst"), o.kubeAPIBurst, "must be at least 1 and at least --kube-api-qps"))
+	}
+	if o.memoryLimitRatio <= 0 || o.memoryLimitRatio > 1 {
+		errs = append(errs, field.Invalid(root.Child("memory-limit-ratio"), o.memoryLimitRatio, "must be in (0, 1]"))
 	}
 	if o.maxConcurrentRestarts < 1 {
 		errs = append(errs, field.Invalid(root.Child("max-concurrent-restarts"), o.maxConcurrentRestarts, "must be at least 1"))
@@ -221,6 +240,12 @@ func (o *serveOptions) run(ctx context.Context) error {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
 	restCfg.UserAgent = "remora-injector/" + version.Version
+	// Set on purpose, the same in-cluster and with --kubeconfig (client-go
+	// would use 5/10 with a kubeconfig, controller-runtime none in-cluster).
+	restCfg.QPS, restCfg.Burst = o.kubeAPIQPS, o.kubeAPIBurst
+	if err := setMemoryLimit(o.memoryLimitRatio, setupLog); err != nil {
+		return err
+	}
 
 	native, err := o.resolveNativeSidecars(restCfg, setupLog)
 	if err != nil {
@@ -307,6 +332,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		}
 		if err := upgrade.Setup(mgr, upgrade.Options{
 			Config:                watcher.Current,
+			Changes:               watcher.Changes(),
 			RestartOutdated:       o.restartOutdated,
 			MaxConcurrentRestarts: o.maxConcurrentRestarts,
 			MaintenanceWindow:     window,

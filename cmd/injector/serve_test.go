@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 )
 
 // TestServeFlags pins the flag names and defaults the Helm chart relies on.
@@ -33,6 +36,9 @@ func TestServeFlags(t *testing.T) {
 		"shutdown-delay":            "5s",
 		"cert-dir":                  "",
 		"zap-log-level":             "",
+		"kube-api-qps":              "50",
+		"kube-api-burst":            "100",
+		"memory-limit-ratio":        "0.8",
 	}
 	for name, def := range want {
 		t.Run(name, func(t *testing.T) {
@@ -53,7 +59,8 @@ func TestServeFlags(t *testing.T) {
 func TestServeValidate(t *testing.T) {
 	valid := func() *serveOptions {
 		return &serveOptions{port: 9443, certDir: "/certs", nativeSidecars: "auto", maxConcurrentRestarts: 1,
-			shutdownDelay: time.Second, certSecretName: "s", serviceName: "svc"}
+			shutdownDelay: time.Second, certSecretName: "s", serviceName: "svc",
+			kubeAPIQPS: defaultKubeAPIQPS, kubeAPIBurst: defaultKubeAPIBurst, memoryLimitRatio: defaultMemoryLimitRatio}
 	}
 	tests := []struct {
 		name   string
@@ -66,6 +73,10 @@ func TestServeValidate(t *testing.T) {
 		{name: "no cert dir", mutate: func(o *serveOptions) { o.certDir = "" }, errs: []string{"serve.cert-dir"}},
 		{name: "negative shutdown delay", mutate: func(o *serveOptions) { o.shutdownDelay = -time.Second }, errs: []string{"serve.shutdown-delay"}},
 		{name: "no restarts allowed", mutate: func(o *serveOptions) { o.maxConcurrentRestarts = 0 }, errs: []string{"serve.max-concurrent-restarts"}},
+		{name: "no API requests allowed", mutate: func(o *serveOptions) { o.kubeAPIQPS = 0 }, errs: []string{"serve.kube-api-qps"}},
+		{name: "burst below the rate", mutate: func(o *serveOptions) { o.kubeAPIQPS, o.kubeAPIBurst = 50, 10 }, errs: []string{"serve.kube-api-burst"}},
+		{name: "memory limit ratio above 1", mutate: func(o *serveOptions) { o.memoryLimitRatio = 1.5 }, errs: []string{"serve.memory-limit-ratio"}},
+		{name: "memory limit ratio zero", mutate: func(o *serveOptions) { o.memoryLimitRatio = 0 }, errs: []string{"serve.memory-limit-ratio"}},
 		{name: "leader election without namespace", mutate: func(o *serveOptions) { o.leaderElect = true }, errs: []string{"--leader-elect"}},
 		{name: "leader election with namespace", mutate: func(o *serveOptions) { o.leaderElect, o.namespace = true, "remora-system" }},
 		{
@@ -157,5 +168,41 @@ func TestDrainerTurnsReadinessOffBeforeItReturns(t *testing.T) {
 	}
 	if held := time.Since(start); held < d.delay {
 		t.Fatalf("held the shutdown for %v, want at least %v", held, d.delay)
+	}
+}
+
+// TestSetMemoryLimit: the chart's $REMORA_MEMORY_LIMIT sets the runtime's
+// soft limit to the given share; GOMEMLIMIT wins; garbage is refused.
+func TestSetMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	tests := []struct {
+		name, gomemlimit, limit string
+		want                    int64 // the soft limit after; -1: unchanged
+		err                     string
+	}{
+		{name: "no limit given", want: -1},
+		{name: "a share of the container's limit", limit: "268435456", want: 214748364},
+		{name: "GOMEMLIMIT wins", gomemlimit: "100MiB", limit: "268435456", want: -1},
+		{name: "not a number", limit: "256Mi", want: -1, err: `$REMORA_MEMORY_LIMIT="256Mi": must be the container's memory limit in bytes`},
+		{name: "zero", limit: "0", want: -1, err: "positive integer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			debug.SetMemoryLimit(prev)
+			t.Setenv("GOMEMLIMIT", tt.gomemlimit)
+			t.Setenv(envMemoryLimit, tt.limit)
+			err := setMemoryLimit(0.8, logr.Discard())
+			if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("error %v, want %q", err, tt.err)
+			}
+			want := tt.want
+			if want == -1 {
+				want = prev
+			}
+			if got := debug.SetMemoryLimit(-1); got != want {
+				t.Errorf("soft memory limit %d, want %d", got, want)
+			}
+		})
 	}
 }

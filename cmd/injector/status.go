@@ -205,7 +205,12 @@ func (o *statusOptions) snapshot(ctx context.Context, c client.Client, cfg *temp
 			return nil, fmt.Errorf("listing %s: %w", l.what, err)
 		}
 	}
-	s.Pods, s.Deployments, s.StatefulSets, s.DaemonSets = pods.Items, deps.Items, sts.Items, dss.Items
+	for i := range pods.Items {
+		if info := upgrade.PodInfoFromPod(&pods.Items[i]); info != nil {
+			s.Pods = append(s.Pods, info)
+		}
+	}
+	s.Deployments, s.StatefulSets, s.DaemonSets = deps.Items, sts.Items, dss.Items
 	s.ReplicaSets, s.Jobs = rss.Items, jobs.Items
 	return s, nil
 }

@@ -64,6 +64,9 @@ type Watcher struct {
 	// mu serialises reloads and guards lastErr.
 	mu      sync.Mutex
 	lastErr string
+	// changed receives a value (without blocking) each time a new
+	// configuration is published.
+	changed chan struct{}
 }
 
 var (
@@ -81,7 +84,7 @@ func New(opts Options) (*Watcher, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDebounce
 	}
-	w := &Watcher{opts: opts}
+	w := &Watcher{opts: opts, changed: make(chan struct{}, 1)}
 	cfg, err := w.load()
 	if err != nil {
 		reloadTotal.WithLabelValues(resultFailure).Inc()
@@ -94,6 +97,13 @@ func New(opts Options) (*Watcher, error) {
 // Current returns the configuration in effect. It never returns nil for a
 // Watcher built by New.
 func (w *Watcher) Current() *templates.Config { return w.current.Load() }
+
+// Changes returns a channel that receives a value when a new configuration
+// was published (several changes in a row may arrive as one). There is one
+// such channel per Watcher: it is meant for one consumer, the upgrade
+// controller, which evaluates the cluster at once instead of at its next
+// poll.
+func (w *Watcher) Changes() <-chan struct{} { return w.changed }
 
 // Checker is a healthz checker (for /readyz) that fails until a
 // configuration is loaded.
@@ -235,6 +245,10 @@ func (w *Watcher) load() (*templates.Config, error) {
 // publish makes cfg current and updates the gauges.
 func (w *Watcher) publish(cfg *templates.Config) {
 	w.current.Store(cfg)
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
 	lastSuccess.SetToCurrentTime()
 	configInfo.Reset()
 	configInfo.WithLabelValues(cfg.Hash).Set(1)

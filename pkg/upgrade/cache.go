@@ -8,8 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/remora-mesh/remora/pkg/inject"
 )
 
 // The controller caches, for thousands of pods, only what Evaluate reads.
@@ -18,14 +16,9 @@ import (
 // controller only ever writes merge patches computed between two stripped
 // copies, which carry nothing but the changed annotations.
 
-// Pod annotations and labels the classification reads.
-var (
-	keptPodAnnotations = []string{inject.AnnotationStatus, inject.AnnotationConfigHash, inject.AnnotationProxyImage, inject.AnnotationInject}
-	keptPodLabels      = []string{inject.LabelRevision, inject.LabelInject}
-	// keptTemplateAnnotations are the pod template annotations the
-	// controller reads and patches.
-	keptTemplateAnnotations = []string{AnnotationRestartedFor, AnnotationRestartedAt, AnnotationRestartedBy}
-)
+// keptTemplateAnnotations are the pod template annotations the controller
+// reads and patches.
+var keptTemplateAnnotations = []string{AnnotationRestartedFor, AnnotationRestartedAt, AnnotationRestartedBy}
 
 // lastApplied is kubectl's copy of the applied manifest: large, never read.
 const lastApplied = corev1.LastAppliedConfigAnnotation
@@ -34,8 +27,6 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // fields the controller reads.
 func transform(obj any) (any, error) {
 	switch o := obj.(type) {
-	case *corev1.Pod:
-		return stripPod(o), nil
 	case *appsv1.Deployment:
 		return &appsv1.Deployment{
 			ObjectMeta: stripMeta(&o.ObjectMeta),
@@ -87,34 +78,6 @@ func transform(obj any) (any, error) {
 	return obj, nil
 }
 
-// stripPod keeps what ClassifyPod and ownerOf read: identity, controller,
-// the kept annotations and labels, the istio-proxy container's image and the
-// phase. A pod without the status annotation keeps only its identity.
-func stripPod(p *corev1.Pod) *corev1.Pod {
-	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
-		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-	}}
-	if _, injected := p.Annotations[inject.AnnotationStatus]; !injected {
-		return out
-	}
-	out.DeletionTimestamp = p.DeletionTimestamp
-	out.OwnerReferences = controllerRefs(p.OwnerReferences)
-	out.Annotations = keep(p.Annotations, keptPodAnnotations)
-	out.Labels = keep(p.Labels, keptPodLabels)
-	out.Status.Phase = p.Status.Phase
-	for _, c := range p.Spec.InitContainers {
-		if c.Name == inject.ProxyContainerName {
-			out.Spec.InitContainers = []corev1.Container{{Name: c.Name, Image: c.Image}}
-		}
-	}
-	for _, c := range p.Spec.Containers {
-		if c.Name == inject.ProxyContainerName {
-			out.Spec.Containers = []corev1.Container{{Name: c.Name, Image: c.Image}}
-		}
-	}
-	return out
-}
-
 func stripMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
@@ -156,7 +119,6 @@ func controllerRefs(refs []metav1.OwnerReference) []metav1.OwnerReference {
 // cachedTypes are the objects the controller's cache holds.
 func cachedTypes() []client.Object {
 	return []client.Object{
-		&corev1.Pod{},
 		&appsv1.Deployment{},
 		&appsv1.StatefulSet{},
 		&appsv1.DaemonSet{},

@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,65 +13,11 @@ import (
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 
-func size(t *testing.T, v any) int {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(b)
-}
-
-// TestTransform: the cache keeps what Evaluate reads and little else.
+// TestTransform: the cache keeps what Evaluate reads of workloads,
+// ReplicaSets and namespaces, and little else (pods: podinfo_test.go).
 func TestTransform(t *testing.T) {
 	v1 := loadConfig(t, "example.com/proxy:v1")
-	full := owned(injectedPod(t, v1, "ns", "p", map[string]string{"app": "web"}, map[string]string{
-		corev1.LastAppliedConfigAnnotation: `{"big":"manifest"}`, inject.AnnotationProxyImage: "example.com/mine:1",
-	}), "apps/v1", KindReplicaSet, "web-abc")
-	full.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
-	full.OwnerReferences = append(full.OwnerReferences, metav1.OwnerReference{Kind: "Other", Name: "x"})
-
-	out, err := transform(full.DeepCopy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod := out.(*corev1.Pod)
-	if got, want := ProxyImage(pod), ProxyImage(&full); got != want || got == "" {
-		t.Errorf("proxy image %q, want %q", got, want)
-	}
-	for _, k := range keptPodAnnotations {
-		if pod.Annotations[k] != full.Annotations[k] {
-			t.Errorf("annotation %s = %q, want %q", k, pod.Annotations[k], full.Annotations[k])
-		}
-	}
-	if _, ok := pod.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
-		t.Error("last-applied annotation kept")
-	}
-	if _, ok := pod.Labels["app"]; ok {
-		t.Error("unneeded label kept")
-	}
-	if len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].Name != "web-abc" {
-		t.Errorf("owner references %v, want only the controller", pod.OwnerReferences)
-	}
-	if pod.Status.Phase != corev1.PodRunning || pod.ResourceVersion != full.ResourceVersion {
-		t.Error("phase or resourceVersion lost")
-	}
-	if before, after := size(t, &full), size(t, pod); after*3 > before {
-		t.Errorf("stripped pod is %d bytes of JSON, the full one %d: expected at least 3x smaller", after, before)
-	} else {
-		t.Logf("injected pod: %d bytes of JSON, cached: %d", before, after)
-	}
-
-	plain := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "plain", Labels: map[string]string{"a": "b"},
-		Annotations: map[string]string{"x": "y"}}, Spec: full.Spec}
-	out, err = transform(plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := out.(*corev1.Pod); p.Labels != nil || p.Annotations != nil || len(p.Spec.Containers) != 0 {
-		t.Errorf("a pod that is not injected kept %+v", p)
-	}
-
+	full := injectedPod(t, v1, "ns", "p", nil, nil)
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Generation: 4, Annotations: map[string]string{
 			AnnotationRestartOutdated: "true", corev1.LastAppliedConfigAnnotation: "{}",
@@ -88,7 +33,7 @@ func TestTransform(t *testing.T) {
 		},
 		Status: appsv1.DeploymentStatus{ObservedGeneration: 4, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2},
 	}
-	out, err = transform(d.DeepCopy())
+	out, err := transform(d.DeepCopy())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,15 @@
 package upgrade
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"unique"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -103,59 +102,35 @@ func Revision(revision string, cfg *templates.Config) string {
 	return inject.DefaultRevision
 }
 
-// InjectedRevision returns the revision recorded in the pod's
-// sidecar.istio.io/status annotation ("default" when it names none), and
-// false when the pod carries no status annotation.
-func InjectedRevision(pod *corev1.Pod) (string, bool) {
-	raw, ok := pod.Annotations[inject.AnnotationStatus]
-	if !ok {
-		return "", false
-	}
-	var st struct {
-		Revision string `json:"revision"`
-	}
-	// A status that does not parse was still written by an injector; it
-	// is taken as the default revision's.
-	if err := json.Unmarshal([]byte(raw), &st); err != nil || st.Revision == "" {
-		return inject.DefaultRevision, true
-	}
-	return st.Revision, true
-}
-
 // Considered reports whether Evaluate looks at the pod at all: it carries
 // the status annotation of the given revision, and it is neither finished
 // (Succeeded or Failed) nor terminating.
-func Considered(pod *corev1.Pod, revision string) bool {
-	rev, ok := InjectedRevision(pod)
-	if !ok || rev != revision {
-		return false
-	}
-	if pod.DeletionTimestamp != nil {
-		return false
-	}
-	return pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+func Considered(pod *PodInfo, revision string) bool {
+	return pod.Injected() && pod.Revision == revision && !pod.Terminating && !pod.Finished
 }
 
 // ClassifyPod classifies an injected pod against the current configuration.
 // nsLabels are the labels of the pod's namespace; revision is the revision
 // this injector serves (see Revision). The caller checks Considered first.
-func ClassifyPod(pod *corev1.Pod, nsLabels map[string]string, cfg *templates.Config, revision string) PodVerdict {
+func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, revision string) PodVerdict {
 	if selected, reason := Selected(pod, nsLabels, cfg, revision); !selected {
 		return PodVerdict{State: PodUnselected, Reason: reason}
 	}
-	if pod.Annotations[inject.AnnotationConfigHash] == cfg.Hash {
+	if pod.Hash == cfg.Hash {
 		return PodVerdict{State: PodUpToDate}
 	}
 	return PodVerdict{State: PodOutdated, Change: changeOf(pod, cfg)}
 }
 
 // changeOf says what changed for an outdated pod: the proxy image, unless
-// the pod chooses its own, else the configuration.
-func changeOf(pod *corev1.Pod, cfg *templates.Config) Change {
-	if _, own := pod.Annotations[inject.AnnotationProxyImage]; own {
+// the pod chooses its own, else the configuration. A pod whose injected
+// image is unknown (watched as metadata, injected before Remora recorded
+// remora.io/proxy-image) reports a configuration change.
+func changeOf(pod *PodInfo, cfg *templates.Config) Change {
+	if pod.OwnImage {
 		return ChangeConfig
 	}
-	if img := ProxyImage(pod); img != "" && img != cfg.Settings.ProxyImage {
+	if img := pod.ProxyImage; img != "" && img != cfg.Settings.ProxyImage {
 		return ChangeImage
 	}
 	return ChangeConfig
@@ -179,21 +154,18 @@ func ProxyImage(pod *corev1.Pod) string {
 // istio-injection or istio.io/rev label, the pod's istio.io/rev label, its
 // sidecar.istio.io/inject label or annotation, and the configuration's
 // selectors. When it is not, the reason says why.
-func Selected(pod *corev1.Pod, nsLabels map[string]string, cfg *templates.Config, revision string) (bool, string) {
+func Selected(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, revision string) (bool, string) {
 	ns := pod.Namespace
 	if slices.Contains(inject.IgnoredNamespaces, ns) {
 		return false, fmt.Sprintf("namespace %q is never injected", ns)
 	}
-	explicit, set := pod.Labels[inject.LabelInject]
-	if !set {
-		explicit, set = pod.Annotations[inject.AnnotationInject]
-	}
+	explicit, set := pod.Inject, pod.InjectSet
 	if set && explicit == "false" {
 		return false, fmt.Sprintf("the pod sets %s=false", inject.AnnotationInject)
 	}
 	nsInject := nsLabels[inject.LabelNamespaceInject]
 	nsRev, nsHasRev := nsLabels[inject.LabelRevision]
-	podRev, podHasRev := pod.Labels[inject.LabelRevision]
+	podRev, podHasRev := pod.RevisionLabel, pod.RevisionLabelSet
 	switch {
 	case nsInject == "disabled":
 		return false, fmt.Sprintf("namespace %q has %s=disabled", ns, inject.LabelNamespaceInject)
@@ -218,7 +190,7 @@ func Selected(pod *corev1.Pod, nsLabels map[string]string, cfg *templates.Config
 	if set && explicit == "true" {
 		return true, ""
 	}
-	podLabels := labels.Set(pod.Labels)
+	podLabels := pod.Labels
 	for _, never := range cfg.Settings.NeverInjectSelector {
 		if !never.Matches(podLabels) {
 			continue
@@ -264,9 +236,8 @@ type Snapshot struct {
 	Revision string
 	// Namespaces are the namespaces' metadata (labels and annotations).
 	Namespaces []metav1.PartialObjectMetadata
-	// Pods are the pods; those without the status annotation of Revision
-	// are ignored.
-	Pods []corev1.Pod
+	// Pods are the injected pods; those of other revisions are ignored.
+	Pods []*PodInfo
 	// ReplicaSets and Jobs are their metadata, to map a pod to its
 	// Deployment or CronJob.
 	ReplicaSets []metav1.PartialObjectMetadata
@@ -294,6 +265,8 @@ type Report struct {
 	// NamespaceAnnotations are the annotations of every namespace, for the
 	// restart opt-in.
 	NamespaceAnnotations map[string]map[string]string
+	// NamespaceUIDs are the UIDs of every namespace, for Events on them.
+	NamespaceUIDs map[string]types.UID
 	// Rollouts are the rollout states of every Deployment, StatefulSet and
 	// DaemonSet of the snapshot, with or without injected pods: a restart
 	// holds its slot until its rollout finishes even when the new pods are
@@ -315,11 +288,15 @@ type Counts struct {
 type WorkloadReport struct {
 	// Ref names the workload.
 	Ref Ref
-	// Object is the workload to report Events on: the cached Deployment,
-	// StatefulSet or DaemonSet, else a reference built from metadata. It is
-	// nil when the owner chain could not be resolved (a ReplicaSet or Job
-	// not in the snapshot yet).
+	// Object is the cached Deployment, StatefulSet or DaemonSet; nil for
+	// other kinds (EventObject builds a reference for those).
 	Object client.Object
+	// apiVersion and uid name the workload for Events when it is not
+	// cached; resolved is false when the owner chain could not be
+	// resolved (a ReplicaSet or Job not in the snapshot yet).
+	apiVersion string
+	uid        types.UID
+	resolved   bool
 	// Counts are the workload's injected pods.
 	Counts
 	// Change is what changed for its outdated pods: image when any pod's
@@ -337,6 +314,12 @@ type WorkloadReport struct {
 
 type objKey struct{ namespace, name string }
 
+// controllerKey names a pod's controller within Evaluate.
+type controllerKey struct {
+	namespace string
+	owner     unique.Handle[Owner]
+}
+
 // Evaluate classifies every injected pod of the snapshot and groups them by
 // workload. It is pure: the same snapshot gives the same report.
 func Evaluate(s *Snapshot) *Report {
@@ -347,19 +330,21 @@ func Evaluate(s *Snapshot) *Report {
 		Revision:             rev,
 		Namespaces:           map[string]Counts{},
 		NamespaceAnnotations: make(map[string]map[string]string, len(s.Namespaces)),
+		NamespaceUIDs:        make(map[string]types.UID, len(s.Namespaces)),
 	}
 	nsLabels := make(map[string]map[string]string, len(s.Namespaces))
 	for i := range s.Namespaces {
 		ns := &s.Namespaces[i]
 		nsLabels[ns.Name] = ns.Labels
 		rep.NamespaceAnnotations[ns.Name] = ns.Annotations
+		rep.NamespaceUIDs[ns.Name] = ns.UID
 	}
 	replicaSets := indexMeta(s.ReplicaSets)
 	jobs := indexMeta(s.Jobs)
 
 	groups := map[Ref]*WorkloadReport{}
-	for i := range s.Pods {
-		pod := &s.Pods[i]
+	byController := map[controllerKey]*WorkloadReport{}
+	for _, pod := range s.Pods {
 		if !Considered(pod, rev) {
 			continue
 		}
@@ -368,11 +353,18 @@ func Evaluate(s *Snapshot) *Report {
 			continue // the namespace is being deleted or not in the cache yet
 		}
 		v := ClassifyPod(pod, labels, cfg, rev)
-		ref, obj := ownerOf(pod, replicaSets, jobs)
-		w := groups[ref]
+		// Pods of one controller belong to one workload: resolve it once.
+		ck := controllerKey{pod.Namespace, pod.owner}
+		w := byController[ck]
 		if w == nil {
-			w = &WorkloadReport{Ref: ref, Object: obj}
-			groups[ref] = w
+			owner := ownerOf(pod, replicaSets, jobs)
+			if w = groups[owner.ref]; w == nil {
+				w = &WorkloadReport{Ref: owner.ref, apiVersion: owner.apiVersion, uid: owner.uid, resolved: owner.resolved}
+				groups[owner.ref] = w
+			}
+			if pod.owner != (unique.Handle[Owner]{}) {
+				byController[ck] = w
+			}
 		}
 		nc := rep.Namespaces[pod.Namespace]
 		w.Total++
@@ -426,6 +418,19 @@ func Evaluate(s *Snapshot) *Report {
 	return rep
 }
 
+// EventObject returns the object to report Events on: the cached workload,
+// else a reference built from the pods' metadata; nil when the owner chain
+// could not be resolved.
+func (w *WorkloadReport) EventObject() client.Object {
+	switch {
+	case w.Object != nil:
+		return w.Object
+	case !w.resolved:
+		return nil
+	}
+	return reference(w.apiVersion, w.Ref.Kind, w.Ref.Namespace, w.Ref.Name, w.uid)
+}
+
 func compareRefs(a, b Ref) int {
 	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
 		return c
@@ -457,17 +462,25 @@ func indexMeta(items []metav1.PartialObjectMetadata) map[objKey]*metav1.PartialO
 	return m
 }
 
+// workloadOf is the workload a pod belongs to, and what an Event regarding
+// it names.
+type workloadOf struct {
+	ref        Ref
+	apiVersion string
+	uid        types.UID
+	// resolved is false when a ReplicaSet or Job is not known yet.
+	resolved bool
+}
+
 // ownerOf returns the workload a pod belongs to: its controller, followed
-// from a ReplicaSet to its Deployment and from a Job to its CronJob. The
-// object is a reference for Events; nil when a ReplicaSet or Job is not
-// known.
-func ownerOf(pod *corev1.Pod, replicaSets, jobs map[objKey]*metav1.PartialObjectMetadata) (Ref, client.Object) {
-	owner := metav1.GetControllerOfNoCopy(pod)
-	if owner == nil {
-		return Ref{KindPod, pod.Namespace, pod.Name},
-			reference(corev1.SchemeGroupVersion.String(), KindPod, pod.Namespace, pod.Name, pod.UID)
+// from a ReplicaSet to its Deployment and from a Job to its CronJob. It
+// allocates nothing: Evaluate runs it for every pod.
+func ownerOf(pod *PodInfo, replicaSets, jobs map[objKey]*metav1.PartialObjectMetadata) workloadOf {
+	owner, ok := pod.Controller()
+	if !ok {
+		return workloadOf{Ref{KindPod, pod.Namespace, pod.Name}, "v1", pod.UID, true}
 	}
-	ref := Ref{owner.Kind, pod.Namespace, owner.Name}
+	self := workloadOf{Ref{owner.Kind, pod.Namespace, owner.Name}, owner.APIVersion, owner.UID, true}
 	var parents map[objKey]*metav1.PartialObjectMetadata
 	switch {
 	case owner.Kind == KindReplicaSet && strings.HasPrefix(owner.APIVersion, appsv1.GroupName+"/"):
@@ -478,20 +491,20 @@ func ownerOf(pod *corev1.Pod, replicaSets, jobs map[objKey]*metav1.PartialObject
 		// StatefulSet, DaemonSet or any other controller: the owner is
 		// the workload. A restartable kind is replaced by the cached
 		// object in Evaluate.
-		return ref, reference(owner.APIVersion, owner.Kind, pod.Namespace, owner.Name, owner.UID)
+		return self
 	}
 	parent, ok := parents[objKey{pod.Namespace, owner.Name}]
 	if !ok {
-		return ref, nil
+		self.resolved = false
+		return self
 	}
 	grand := metav1.GetControllerOfNoCopy(parent)
 	if grand == nil {
-		return ref, reference(owner.APIVersion, owner.Kind, pod.Namespace, owner.Name, owner.UID)
+		return self
 	}
 	// Usually a Deployment or a CronJob; a ReplicaSet or Job owned by
 	// something else (an operator) reports that owner.
-	return Ref{grand.Kind, pod.Namespace, grand.Name},
-		reference(grand.APIVersion, grand.Kind, pod.Namespace, grand.Name, grand.UID)
+	return workloadOf{Ref{grand.Kind, pod.Namespace, grand.Name}, grand.APIVersion, grand.UID, true}
 }
 
 // reference builds an object that Event recorders can refer to.

@@ -37,6 +37,17 @@ func injectedPod(t testing.TB, cfg *templates.Config, ns, name string, labels, a
 	return *out
 }
 
+// podInfos returns the PodInfos of the injected pods.
+func podInfos(pods ...corev1.Pod) []*PodInfo {
+	var out []*PodInfo
+	for i := range pods {
+		if info := PodInfoFromPod(&pods[i]); info != nil {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
 func owned(pod corev1.Pod, apiVersion, kind, name string) corev1.Pod {
 	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(kind + "-" + name), Controller: ptr.To(true)}}
 	return pod
@@ -114,16 +125,18 @@ func TestClassifyPod(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rev := Revision(tt.revision, tt.cfg)
-			if !Considered(&tt.pod, rev) {
+			info := PodInfoFromPod(&tt.pod)
+			if info == nil || !Considered(info, rev) {
 				t.Fatalf("pod not considered for revision %q", rev)
 			}
-			got := ClassifyPod(&tt.pod, tt.nsLabels, tt.cfg, rev)
+			got := ClassifyPod(info, tt.nsLabels, tt.cfg, rev)
 			if got != tt.want {
 				t.Errorf("ClassifyPod = %+v, want %+v", got, tt.want)
 			}
-			// The controller classifies the cache's stripped copy: same answer.
-			if stripped := ClassifyPod(stripPod(&tt.pod), tt.nsLabels, tt.cfg, rev); stripped != got {
-				t.Errorf("stripped pod: %+v, full pod: %+v", stripped, got)
+			// The controller classifies what it watches, the pod's
+			// metadata: the same answer.
+			if fromMeta := ClassifyPod(PodInfoFromMeta(&tt.pod.ObjectMeta), tt.nsLabels, tt.cfg, rev); fromMeta != got {
+				t.Errorf("from metadata: %+v, from the whole pod: %+v", fromMeta, got)
 			}
 		})
 	}
@@ -167,7 +180,8 @@ func TestConsidered(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := tt.pod()
-			if got := Considered(&p, tt.rev); got != tt.want {
+			info := PodInfoFromPod(&p)
+			if got := info != nil && Considered(info, tt.rev); got != tt.want {
 				t.Errorf("Considered = %v, want %v", got, tt.want)
 			}
 		})
@@ -208,7 +222,7 @@ func TestEvaluate(t *testing.T) {
 		Namespaces: []metav1.PartialObjectMetadata{
 			nsMeta("app", enabled), nsMeta("old", map[string]string{}),
 		},
-		Pods: []corev1.Pod{
+		Pods: podInfos(
 			owned(injectedPod(t, v1, "app", "web-1", nil, nil), "apps/v1", KindReplicaSet, "web-abc"),
 			owned(injectedPod(t, v2, "app", "web-2", nil, nil), "apps/v1", KindReplicaSet, "web-def"),
 			owned(injectedPod(t, v1, "app", "api-1", nil, nil), "apps/v1", KindReplicaSet, "api-abc"),
@@ -220,8 +234,8 @@ func TestEvaluate(t *testing.T) {
 			injectedPod(t, v1, "app", "bare", nil, nil),
 			owned(injectedPod(t, v1, "old", "legacy-1", nil, nil), "apps/v1", KindReplicaSet, "legacy-abc"),
 			owned(injectedPod(t, v1, "gone", "x-1", nil, nil), "apps/v1", KindReplicaSet, "x-abc"),
-			{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "plain"}},
-		},
+			corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "plain"}},
+		),
 		ReplicaSets: []metav1.PartialObjectMetadata{
 			rsMeta("app", "web-abc", KindDeployment, "web"), rsMeta("app", "web-def", KindDeployment, "web"),
 			rsMeta("app", "api-abc", KindDeployment, "api"), rsMeta("app", "fresh-abc", KindDeployment, "fresh"),
@@ -261,7 +275,7 @@ func TestEvaluate(t *testing.T) {
 			t.Errorf("unexpected workload %s", w.Ref)
 			continue
 		}
-		got := row{w.Outdated, w.Unselected, w.Total, w.Change, w.Status, w.Rollout != nil, w.Object != nil}
+		got := row{w.Outdated, w.Unselected, w.Total, w.Change, w.Status, w.Rollout != nil, w.EventObject() != nil}
 		if got != exp {
 			t.Errorf("%s: got %+v, want %+v", w.Ref, got, exp)
 		}
@@ -283,7 +297,7 @@ func TestEvaluate(t *testing.T) {
 	}
 	for _, w := range rep.Workloads {
 		if w.Ref == (Ref{KindCronJob, "app", "nightly"}) {
-			if gvk := w.Object.GetObjectKind().GroupVersionKind(); gvk.Kind != KindCronJob || gvk.Group != "batch" {
+			if gvk := w.EventObject().GetObjectKind().GroupVersionKind(); gvk.Kind != KindCronJob || gvk.Group != "batch" {
 				t.Errorf("CronJob reference has kind %v", gvk)
 			}
 		}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,11 +14,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/remora-mesh/remora/pkg/inject"
@@ -152,6 +154,8 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 			return nil, fmt.Errorf("upgrade: the manager's scheme does not know %s", gvk)
 		}
 	}
+	// Pods are not in this cache: they are watched as metadata into the
+	// compact podStore (see podstore.go).
 	c, err := cache.New(mgr.GetConfig(), cache.Options{
 		HTTPClient:       mgr.GetHTTPClient(),
 		Scheme:           scheme,
@@ -161,12 +165,18 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: creating the cache: %w", err)
 	}
+	pods := newPodStore()
+	reflector, err := newPodReflector(mgr.GetConfig(), mgr.GetHTTPClient(), pods)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
 	logger := mgr.GetLogger().WithName("upgrade")
 	r := &reconciler{
 		opts:     opts,
 		cache:    c,
+		pods:     pods,
 		client:   mgr.GetClient(),
-		recorder: mgr.GetEventRecorder(ControllerName),
+		events:   newEventSink(mgr.GetClient(), scheme, logger.WithName("events")),
 		log:      logger,
 		pending:  map[Ref]pendingRestart{},
 		tracked:  map[Ref]*trackedRollout{},
@@ -195,7 +205,7 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 	sources := []source.Source{
-		source.Kind(c, client.Object(&corev1.Pod{}), toAll, injectedPodChanged()),
+		source.Func(r.watchPods),
 		source.Kind(c, client.Object(&appsv1.Deployment{}), toAll),
 		source.Kind(c, client.Object(&appsv1.StatefulSet{}), toAll),
 		source.Kind(c, client.Object(&appsv1.DaemonSet{}), toAll),
@@ -212,7 +222,7 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 			return nil, fmt.Errorf("upgrade: watching: %w", err)
 		}
 	}
-	if err := mgr.Add(&leaderRunnable{cache: c, ctrl: ctrl}); err != nil {
+	if err := mgr.Add(&leaderRunnable{cache: c, ctrl: ctrl, pods: pods, reflector: reflector, events: r.events}); err != nil {
 		return nil, fmt.Errorf("upgrade: adding the controller to the manager: %w", err)
 	}
 	return r, nil
@@ -226,39 +236,15 @@ func metadataOf(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
 	return m
 }
 
-// injectedPodChanged passes events of injected pods that change what the
-// classification reads; the cache's transform already reduced the pods to
-// that, so any difference but the resourceVersion counts.
-func injectedPodChanged() predicate.Predicate {
-	injected := func(o client.Object) bool {
-		_, ok := o.GetAnnotations()[inject.AnnotationStatus]
-		return ok
-	}
-	return predicate.Funcs{
-		CreateFunc: func(e event.CreateEvent) bool { return injected(e.Object) },
-		DeleteFunc: func(e event.DeleteEvent) bool { return injected(e.Object) },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			if !injected(e.ObjectOld) && !injected(e.ObjectNew) {
-				return false
-			}
-			oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
-			newPod, ok2 := e.ObjectNew.(*corev1.Pod)
-			if !ok1 || !ok2 {
-				return true
-			}
-			a, b := oldPod.DeepCopy(), newPod.DeepCopy()
-			a.ResourceVersion, b.ResourceVersion = "", ""
-			return !equality.Semantic.DeepEqual(a, b)
-		},
-		GenericFunc: func(event.GenericEvent) bool { return false },
-	}
-}
-
-// leaderRunnable starts the controller's own cache and then the controller,
-// only once this replica is the leader.
+// leaderRunnable starts the controller's own cache, its pod reflector and
+// its Event sink, and then the controller, only once this replica is the
+// leader.
 type leaderRunnable struct {
-	cache cache.Cache
-	ctrl  controller.Controller
+	cache     cache.Cache
+	ctrl      controller.Controller
+	pods      *podStore
+	reflector *toolscache.Reflector
+	events    *eventSink
 }
 
 var _ manager.LeaderElectionRunnable = (*leaderRunnable)(nil)
@@ -275,15 +261,40 @@ func (l *leaderRunnable) Start(ctx context.Context) error {
 	}
 	cacheErr := make(chan error, 1)
 	go func() { cacheErr <- l.cache.Start(ctx) }()
+	var wg sync.WaitGroup
+	defer wg.Wait() // the reflector and the Event sink's flush
+	wg.Go(func() { l.reflector.RunWithContext(ctx) })
+	wg.Go(func() { l.events.run(ctx) })
 	if !l.cache.WaitForCacheSync(ctx) {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("upgrade: the cache did not sync: %w", <-cacheErr)
 	}
+	select {
+	case <-l.pods.synced:
+	case <-ctx.Done():
+		return nil
+	}
 	if err := l.ctrl.Start(ctx); err != nil {
 		return fmt.Errorf("upgrade: running the controller: %w", err)
 	}
+	return nil
+}
+
+// watchPods is a source that enqueues an evaluation when an injected pod
+// was added, changed or removed (the workqueue folds a burst into one).
+func (r *reconciler) watchPods(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.pods.changed:
+				q.Add(singleton)
+			}
+		}
+	}()
 	return nil
 }
 
@@ -324,11 +335,12 @@ func (r *reconciler) watchConfig(ctx context.Context, q workqueue.TypedRateLimit
 // reconciler evaluates the whole cluster on each reconcile. It runs with one
 // worker, so its maps need no lock.
 type reconciler struct {
-	opts     Options
-	cache    cache.Cache
-	client   client.Client
-	recorder recorder.EventRecorder
-	log      logr.Logger
+	opts   Options
+	cache  cache.Cache
+	pods   *podStore
+	client client.Client
+	events *eventSink
+	log    logr.Logger
 
 	lastEval time.Time
 	lastHash string
@@ -382,8 +394,11 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	start := time.Now()
 	rep := Evaluate(snap)
-	r.lastDuration.Store(int64(time.Since(start)))
+	took := time.Since(start)
+	r.lastDuration.Store(int64(took))
 	r.evaluations.Add(1)
+	evaluationSeconds.Observe(took.Seconds())
+	injectedPods.Set(float64(rep.Pods.Total))
 	if cfg.Hash != r.lastHash {
 		r.log.Info("Evaluating injected pods against the configuration", "hash", cfg.Hash, "previousHash", r.lastHash,
 			"revision", rep.Revision, "pods", rep.Pods.Total, "outdated", rep.Pods.Outdated, "unselected", rep.Pods.Unselected)
@@ -416,7 +431,6 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 func (r *reconciler) snapshot(ctx context.Context, cfg *templates.Config) (*Snapshot, error) {
 	s := &Snapshot{Config: cfg, Revision: r.opts.Revision}
 	var (
-		pods = &corev1.PodList{}
 		deps = &appsv1.DeploymentList{}
 		sts  = &appsv1.StatefulSetList{}
 		dss  = &appsv1.DaemonSetList{}
@@ -427,12 +441,12 @@ func (r *reconciler) snapshot(ctx context.Context, cfg *templates.Config) (*Snap
 	nss.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
 	rss.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"))
 	jobs.SetGroupVersionKind(batchv1JobGVK.GroupVersion().WithKind("JobList"))
-	for _, l := range []client.ObjectList{pods, deps, sts, dss, nss, rss, jobs} {
+	for _, l := range []client.ObjectList{deps, sts, dss, nss, rss, jobs} {
 		if err := r.cache.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing %T from the cache: %w", l, err)
 		}
 	}
-	s.Pods, s.Deployments, s.StatefulSets, s.DaemonSets = pods.Items, deps.Items, sts.Items, dss.Items
+	s.Pods, s.Deployments, s.StatefulSets, s.DaemonSets = r.pods.List(), deps.Items, sts.Items, dss.Items
 	s.Namespaces, s.ReplicaSets, s.Jobs = nss.Items, rss.Items, jobs.Items
 	return s, nil
 }
@@ -613,24 +627,66 @@ func (r *reconciler) decide(rep *Report, w *WorkloadReport, p *plan) string {
 	return ""
 }
 
+// Reporting is bounded per evaluation, however many workloads a change
+// makes outdated: an OutdatedSidecars Event for each of the first
+// maxEventsPerNamespace workloads of a namespace, then one Event on the
+// namespace that counts the rest; a log line for each of the first
+// maxLoggedWorkloads workloads, then one line that counts the rest.
+// `injector status` lists them all.
+const (
+	maxEventsPerNamespace = 10
+	maxLoggedWorkloads    = 20
+)
+
+// unreported counts the outdated workloads of a namespace that got no Event
+// of their own.
+type unreported struct{ workloads, pods int }
+
 // report emits one OutdatedSidecars Event per workload and configuration
-// hash, and logs the decision.
+// hash, within the bounds above, and logs the decisions.
 func (r *reconciler) report(rep *Report, p *plan) {
 	current := make(map[Ref]bool, len(rep.Workloads))
+	evented := map[string]int{}
+	overflow := map[string]*unreported{}
+	logged, notLogged, notLoggedPods := 0, 0, 0
 	for i := range rep.Workloads {
 		w := &rep.Workloads[i]
 		if w.Outdated == 0 && w.Unselected == 0 {
 			continue
 		}
 		current[w.Ref] = true
-		if r.reported[w.Ref] == rep.Hash || w.Object == nil {
+		if r.reported[w.Ref] == rep.Hash {
 			continue
+		}
+		obj := w.EventObject()
+		if obj == nil {
+			continue // reported once its owner is known
 		}
 		r.reported[w.Ref] = rep.Hash
 		decision := p.why[w.Ref]
 		if decision == "" {
 			decision = "restarting now"
 		}
+		if logged < maxLoggedWorkloads {
+			logged++
+			r.log.Info("Outdated sidecars", "workload", w.Ref.String(), "outdated", w.Outdated, "unselected", w.Unselected,
+				"pods", w.Total, "change", w.Change.String(), "hash", rep.Hash, "decision", decision)
+		} else {
+			notLogged++
+			notLoggedPods += w.Outdated + w.Unselected
+		}
+		ns := w.Ref.Namespace
+		if evented[ns] >= maxEventsPerNamespace {
+			o := overflow[ns]
+			if o == nil {
+				o = &unreported{}
+				overflow[ns] = o
+			}
+			o.workloads++
+			o.pods += w.Outdated + w.Unselected
+			continue
+		}
+		evented[ns]++
 		var msg string
 		if w.Unselected > 0 {
 			msg = fmt.Sprintf("%d of %d pods are injected but no longer selected for injection (%s); %s",
@@ -639,9 +695,17 @@ func (r *reconciler) report(rep *Report, p *plan) {
 			msg = fmt.Sprintf("%d of %d pods carry sidecars injected with an older configuration (%s changed; current %s); %s",
 				w.Outdated, w.Total, w.Change, rep.Hash, decision)
 		}
-		r.log.Info("Outdated sidecars", "workload", w.Ref.String(), "outdated", w.Outdated, "unselected", w.Unselected,
-			"pods", w.Total, "change", w.Change.String(), "hash", rep.Hash, "decision", decision)
-		r.event(w.Object, corev1.EventTypeNormal, ReasonOutdatedSidecars, "Report", msg)
+		r.event(obj, corev1.EventTypeNormal, ReasonOutdatedSidecars, "Report", msg)
+	}
+	if notLogged > 0 {
+		r.log.Info("Outdated sidecars in more workloads (not logged one by one; `injector status` lists them)",
+			"workloads", notLogged, "pods", notLoggedPods, "hash", rep.Hash)
+	}
+	for _, ns := range slices.Sorted(maps.Keys(overflow)) {
+		o := overflow[ns]
+		r.event(reference("v1", "Namespace", "", ns, rep.NamespaceUIDs[ns]), corev1.EventTypeNormal, ReasonOutdatedSidecars, "Report",
+			fmt.Sprintf("%d more workloads in namespace %s (%d pods) carry sidecars injected with an older configuration "+
+				"or are no longer selected (current %s); `injector status -n %s` lists them", o.workloads, ns, o.pods, rep.Hash, ns))
 	}
 	for ref := range r.reported {
 		if !current[ref] {
@@ -715,8 +779,5 @@ func templateOf(obj client.Object) *corev1.PodTemplateSpec {
 }
 
 func (r *reconciler) event(obj client.Object, eventType, reason, action, note string) {
-	if obj == nil {
-		return
-	}
-	r.recorder.Eventf(obj, nil, eventType, reason, action, "%s", note)
+	r.events.emit(obj, eventType, reason, action, note)
 }

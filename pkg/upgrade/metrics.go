@@ -22,6 +22,20 @@ var (
 		Name: "remora_unselected_injected_pods",
 		Help: "Injected pods whose namespace or pod no longer selects injection, by namespace (only namespaces that have some).",
 	}, []string{"namespace"})
+	injectedPods = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "remora_upgrade_injected_pods",
+		Help: "Injected pods of this revision considered by the last evaluation (neither finished nor terminating).",
+	})
+	evaluationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "remora_upgrade_evaluation_duration_seconds",
+		Help:    "Time of one evaluation of every injected pod against the configuration (the cache is already in memory).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	eventsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "remora_events_total",
+		Help: "Events the upgrade controller wrote (sent), could not write (failed), or dropped because its bounded queue " +
+			"was full or it was shutting down (dropped).",
+	}, []string{"result"})
 	restartsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "remora_restarts_total",
 		Help: "Rolling restarts of workloads with outdated sidecars: started, finished (rollout complete) " +
@@ -30,9 +44,12 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(outdatedPods, unselectedPods, restartsTotal)
+	metrics.Registry.MustRegister(outdatedPods, unselectedPods, restartsTotal, injectedPods, evaluationSeconds, eventsTotal)
 	for _, r := range []string{resultStarted, resultFinished, resultFailed} {
 		restartsTotal.WithLabelValues(r)
+	}
+	for _, r := range []string{eventSent, eventFailed, eventDropped} {
+		eventsTotal.WithLabelValues(r)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/events"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/remora-mesh/remora/pkg/templates"
 )
@@ -177,8 +177,8 @@ func TestPlan(t *testing.T) {
 // TestTrackRollouts: a restart seen in progress is counted and evented once
 // when it fails and once when it finishes, however many evaluations see it.
 func TestTrackRollouts(t *testing.T) {
-	rec := &events.FakeRecorder{Events: make(chan string, 10)}
-	r := &reconciler{opts: Options{}, recorder: rec, log: logr.Discard(), tracked: map[Ref]*trackedRollout{}}
+	sink := newEventSink(nil, clientgoscheme.Scheme, logr.Discard()) // not run: the test reads its queue
+	r := &reconciler{opts: Options{}, events: sink, log: logr.Discard(), tracked: map[Ref]*trackedRollout{}}
 	ref := Ref{KindDeployment, "ns", "web"}
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}}
 	state := func(finished, failed bool) *Report {
@@ -191,10 +191,13 @@ func TestTrackRollouts(t *testing.T) {
 	for _, s := range []*Report{state(false, false), state(false, true), state(false, true), state(true, false), state(true, false)} {
 		r.trackRollouts(s)
 	}
-	close(rec.Events)
+	close(sink.queue)
 	var got []string
-	for e := range rec.Events {
-		got = append(got, strings.Fields(e)[1])
+	for e := range sink.queue {
+		if e.Regarding.Kind != KindDeployment || e.Regarding.Name != "web" || e.Regarding.APIVersion != "apps/v1" {
+			t.Errorf("event regarding %+v", e.Regarding)
+		}
+		got = append(got, e.Reason)
 	}
 	if want := []string{ReasonRestartFailed, ReasonRestartFinished}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
