@@ -109,7 +109,13 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	if meshID == "" {
 		meshID = trustDomain
 	}
-	env := []corev1.EnvVar{
+	var env []corev1.EnvVar
+	if itp := req.Config.Mesh.InboundTrafficPolicy; itp != nil && itp.Mode == "LOCALHOST" {
+		// The agent then sends rewritten probes to localhost, where the
+		// app listens under this policy.
+		env = append(env, corev1.EnvVar{Name: "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", Value: "true"})
+	}
+	env = append(env, []corev1.EnvVar{
 		{Name: "PILOT_CERT_PROVIDER", Value: s.PilotCertProvider},
 		{Name: "CA_ADDR", Value: caAddr},
 		fieldEnv("POD_NAME", "metadata.name"),
@@ -129,7 +135,7 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 		{Name: "ISTIO_META_OWNER", Value: ownerURI(b.wl, b.ns)},
 		{Name: "ISTIO_META_MESH_ID", Value: meshID},
 		{Name: "TRUST_DOMAIN", Value: trustDomain},
-	}
+	}...)
 	if s.Network != "" {
 		env = append(env, corev1.EnvVar{Name: "ISTIO_META_NETWORK", Value: s.Network})
 	}
@@ -300,7 +306,7 @@ func pick(ann *string, value string) string {
 
 // buildInit returns the istio-init container (or istio-validation when the
 // Istio CNI plugin programs the rules), or nil for interception mode NONE.
-func buildInit(s *templates.Settings, p *parsed, mode string, statusPort int32) *corev1.Container {
+func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode string, statusPort int32) *corev1.Container {
 	if mode == "NONE" && !s.CNIEnabled {
 		return nil
 	}
@@ -334,13 +340,26 @@ func buildInit(s *templates.Settings, p *parsed, mode string, statusPort int32) 
 	if p.rerouteInterfaces != nil && *p.rerouteInterfaces != "" {
 		args = append(args, "-k", *p.rerouteInterfaces)
 	}
-	args = append(args, "--log_output_level="+s.AgentLogLevel)
+	agentLevel := s.AgentLogLevel
+	if p.agentLogLevel != "" {
+		agentLevel = p.agentLogLevel
+	}
+	args = append(args, "--log_output_level="+agentLevel)
+	resources := proxyResources(s, p)
+	if len(s.InitResources.Requests) > 0 || len(s.InitResources.Limits) > 0 {
+		resources = *s.InitResources.DeepCopy()
+	}
+	var env []corev1.EnvVar
+	for _, k := range sortedKeys(pc.ProxyMetadata) {
+		env = append(env, corev1.EnvVar{Name: k, Value: pc.ProxyMetadata[k]})
+	}
 	c := &corev1.Container{
 		Name:            InitContainerName,
 		Image:           s.ProxyInitImage,
 		ImagePullPolicy: s.ImagePullPolicy,
 		Args:            args,
-		Resources:       proxyResources(s, p),
+		Env:             env,
+		Resources:       resources,
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr(false),
 			Capabilities: &corev1.Capabilities{

@@ -185,6 +185,16 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 		{"annotations over the API server's limit", func(p *corev1.Pod) {
 			p.Annotations = map[string]string{"big": string(make([]byte, 300*1024))}
 		}, "annotations would total"},
+		// Istio injects these; the API server then refuses the pod.
+		{"only container is the proxy, which native mode moves to the init containers", func(p *corev1.Pod) {
+			p.Spec.Containers = []corev1.Container{{Name: ProxyContainerName, Image: "auto"}}
+		}, "the pod would have no container"},
+		{"user volume with an absolute item path", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationUserVolume: `{"v":{"configMap":{"name":"c","items":[{"key":"k","path":"/abs"}]}}}`}
+		}, `item path "/abs" must be relative`},
+		{"user volume (list form) with an absolute item path", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationUserVolume: `[{"name":"v","configMap":{"name":"c","items":[{"key":"k","path":"/abs"}]}}]`}
+		}, `item path "/abs" must be relative`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,28 +71,12 @@ type Config struct {
 
 	// builtin names the templates whose text is the embedded default's.
 	builtin map[string]bool
-	// dnsSearch holds podDNSSearchNamespaces entries, parsed as templates.
-	dnsSearch []*template.Template
 }
 
 // IsBuiltin reports whether the named template is the embedded default,
 // unchanged. The engine places such a template's fragment directly, which is
 // equivalent to rendering it (a test proves it on every golden case).
 func (c *Config) IsBuiltin(name string) bool { return c.builtin[name] }
-
-// DNSSearches renders the podDNSSearchNamespaces values, which may use
-// template actions such as {{ .DeploymentMeta.Namespace }}.
-func (c *Config) DNSSearches(data *Data) ([]string, error) {
-	out := make([]string, 0, len(c.dnsSearch))
-	for _, t := range c.dnsSearch {
-		var b strings.Builder
-		if err := t.Execute(&b, data); err != nil {
-			return nil, fmt.Errorf("values global.podDNSSearchNamespaces: %w", err)
-		}
-		out = append(out, b.String())
-	}
-	return out, nil
-}
 
 // Settings are the typed injector values.
 type Settings struct {
@@ -128,10 +112,11 @@ type Settings struct {
 	ExcludeInterfaces         string
 	HoldApplication           bool
 	Privileged                bool
-	EnableCoreDump            bool
 	ProxyUID                  int64
 	ProxyGID                  int64
 	ProxyResources            corev1.ResourceRequirements
+	// InitResources, when set (global.proxy_init.resources), are
+	// istio-init's resources; otherwise it gets the proxy's, as in Istio.
 	InitResources             corev1.ResourceRequirements
 	NativeSidecars            string
 	RewriteAppProbes          bool
@@ -142,7 +127,6 @@ type Settings struct {
 	CNIEnabled                bool
 	CNIProvider               string
 	MountMTLSCerts            bool
-	PodDNSSearchNamespaces    []string
 }
 
 // Default returns the embedded default configuration.
@@ -334,13 +318,6 @@ func Load(src Sources) (*Config, error) {
 		if embeddedTexts[name] == text {
 			cfg.builtin[name] = true
 		}
-	}
-	for i, s := range settings.PodDNSSearchNamespaces {
-		t, err := template.New("dns").Funcs(FuncMap()).Parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("values global.podDNSSearchNamespaces[%d]: %w", i, err)
-		}
-		cfg.dnsSearch = append(cfg.dnsSearch, t)
 	}
 	cfg.Hash = hashInputs(values, meshMap, texts)
 	return cfg, nil
@@ -580,7 +557,6 @@ func parseSettings(values map[string]any) (Settings, error) {
 		ExcludeInterfaces:         r.str("global.proxy.excludeInterfaces"),
 		HoldApplication:           r.boolean("global.proxy.holdApplicationUntilProxyStarts"),
 		Privileged:                r.boolean("global.proxy.privileged"),
-		EnableCoreDump:            r.boolean("global.proxy.enableCoreDump"),
 		ProxyUID:                  r.integer("global.proxy.uid", 0, 1<<31-1),
 		ProxyGID:                  r.integer("global.proxy.gid", 0, 1<<31-1),
 		ProxyResources:            r.resources("global.proxy.resources"),
@@ -593,7 +569,6 @@ func parseSettings(values map[string]any) (Settings, error) {
 		CNIEnabled:                r.boolean("istio_cni.enabled") || r.boolean("pilot.cni.enabled"),
 		CNIProvider:               r.str("istio_cni.provider"),
 		MountMTLSCerts:            r.boolean("global.mountMtlsCerts"),
-		PodDNSSearchNamespaces:    stringList(lookup(values, "global", "podDNSSearchNamespaces")),
 	}
 	if p := r.str("pilot.cni.provider"); p != "" && p != "default" {
 		s.CNIProvider = p
