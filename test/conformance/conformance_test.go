@@ -87,7 +87,46 @@ type keptDifference struct {
 
 // keptDifferences is the one list of differences from Istio that do not
 // fail the test.
-var keptDifferences = []keptDifference{}
+var keptDifferences = []keptDifference{
+	{
+		cases: []string{"cronjob.yaml.injected", "cronjob-old-version.yaml.injected"},
+		path:  "CronJob/hellocron jobTemplate: metadata",
+		reason: "Istio's kube-inject writes a CronJob's injected labels and annotations on the jobTemplate's own " +
+			"metadata, which is never copied to the Job's pods; Remora writes them on the pod template, so the " +
+			"pods carry the status, revision and Prometheus annotations as the webhook would give them",
+		test: "TestCronJobInjectsThePodTemplate",
+	},
+	{
+		cases:  []string{"cronjob.yaml.injected", "cronjob-old-version.yaml.injected"},
+		path:   "CronJob/hellocron template: metadata",
+		reason: "the other half of the same difference: the labels and annotations are on the pod template",
+		test:   "TestCronJobInjectsThePodTemplate",
+	},
+	{
+		cases: []string{"only-proxy-container.yaml.injected"},
+		path:  "error: Deployment istio-ingressgateway: the pod's only container is istio-proxy",
+		reason: "with native sidecars the proxy becomes an init container and the pod is left with no container, " +
+			"which the API server refuses; Istio writes that pod anyway, Remora refuses it at injection and says " +
+			"how to fix it (add the app's container or set sidecar.istio.io/nativeSidecar: \"false\")",
+		test: "TestPodsTheAPIServerWouldRefuseAreRefused",
+	},
+	{
+		cases: []string{"user-volume.yaml.injected"},
+		path:  `error: Deployment user-volume: annotation sidecar.istio.io/userVolume=`,
+		reason: "the annotation's configMap item path \"/some-path\" is absolute; the API server refuses such a pod " +
+			"(item paths must be relative), so Istio's output cannot be created; Remora refuses it at injection, " +
+			"naming the annotation and the item",
+		test: "TestPodsTheAPIServerWouldRefuseAreRefused",
+	},
+	{
+		cases: []string{"merge-probers.yaml.injected"},
+		path:  "Deployment/hello template:",
+		reason: "the input already carries sidecar.istio.io/status (it was injected before); Istio's kube-inject " +
+			"injects it again, Remora leaves an injected pod unchanged so that reinvocation and kubectl apply of " +
+			"an injected manifest are safe (uninject first to re-inject)",
+		test: "TestInjectIsIdempotentAndPure",
+	},
+}
 
 type testCase struct {
 	kind, input, expected, settings string
