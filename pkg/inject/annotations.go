@@ -45,13 +45,11 @@ const (
 	AnnotationReadinessDelay       = "readiness.status.sidecar.istio.io/initialDelaySeconds"
 	AnnotationReadinessPeriod      = "readiness.status.sidecar.istio.io/periodSeconds"
 	AnnotationReadinessFailures    = "readiness.status.sidecar.istio.io/failureThreshold"
-	AnnotationReadinessAppPorts    = "readiness.status.sidecar.istio.io/applicationPorts"
 	AnnotationUserVolume           = "sidecar.istio.io/userVolume"
 	AnnotationUserVolumeMount      = "sidecar.istio.io/userVolumeMount"
 	AnnotationBootstrapOverride    = "sidecar.istio.io/bootstrapOverride"
 	AnnotationNativeSidecar        = "sidecar.istio.io/nativeSidecar"
 	AnnotationRewriteProbes        = "sidecar.istio.io/rewriteAppHTTPProbers"
-	AnnotationEnableCoreDump       = "sidecar.istio.io/enableCoreDump"
 	AnnotationMergeMetrics         = "prometheus.istio.io/merge-metrics"
 	AnnotationScrapeTargets        = "prometheus.istio.io/scrape-targets"
 	AnnotationProxyConfig          = "proxy.istio.io/config"
@@ -124,24 +122,23 @@ func IsRefused(err error) bool {
 // parsed holds the validated pod annotations. Pointers and empty strings
 // mean "not set".
 type parsed struct {
-	includeCIDRs, excludeCIDRs                       *string
-	includeInPorts, excludeInPorts                   *string
-	includeOutPorts, excludeOutPorts                 *string
-	excludeInterfaces, rerouteInterfaces             *string
-	interceptionMode                                 string
-	statusPort                                       *int32
-	proxyImage                                       string
-	cpu, memory, cpuLimit, memoryLimit               *resource.Quantity
-	logLevel, componentLogLevel, agentLogLevel       string
-	readinessDelay, readinessPeriod, readinessFails  *int32
-	readinessAppPorts                                *string
-	userVolumes                                      []corev1.Volume
-	userMounts                                       []corev1.VolumeMount
-	bootstrapOverride                                string
-	nativeSidecar, rewriteProbes, mergeMetrics, core *bool
-	scrapeTargets                                    []scrapeTarget
-	proxyConfig                                      *templates.ProxyConfig
-	templates                                        []string
+	includeCIDRs, excludeCIDRs                      *string
+	includeInPorts, excludeInPorts                  *string
+	includeOutPorts, excludeOutPorts                *string
+	excludeInterfaces, rerouteInterfaces            *string
+	interceptionMode                                string
+	statusPort                                      *int32
+	proxyImage                                      string
+	cpu, memory, cpuLimit, memoryLimit              *resource.Quantity
+	logLevel, componentLogLevel, agentLogLevel      string
+	readinessDelay, readinessPeriod, readinessFails *int32
+	userVolumes                                     []corev1.Volume
+	userMounts                                      []corev1.VolumeMount
+	bootstrapOverride                               string
+	nativeSidecar, rewriteProbes, mergeMetrics      *bool
+	scrapeTargets                                   []scrapeTarget
+	proxyConfig                                     *templates.ProxyConfig
+	templates                                       []string
 }
 
 type validator struct {
@@ -429,7 +426,6 @@ func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, er
 	p.readinessDelay = v.int32Range(AnnotationReadinessDelay, 0, 1<<31-1)
 	p.readinessPeriod = v.int32Range(AnnotationReadinessPeriod, 1, 1<<31-1)
 	p.readinessFails = v.int32Range(AnnotationReadinessFailures, 1, 1<<31-1)
-	p.readinessAppPorts = v.portList(AnnotationReadinessAppPorts, true)
 	p.userVolumes = parseUserVolumes(v)
 	p.userMounts = parseUserMounts(v)
 	if s, ok := v.get(AnnotationBootstrapOverride); ok {
@@ -443,7 +439,6 @@ func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, er
 	p.rewriteProbes = v.boolean(AnnotationRewriteProbes)
 	p.mergeMetrics = v.boolean(AnnotationMergeMetrics)
 	p.scrapeTargets = parseScrapeTargets(v)
-	p.core = v.boolean(AnnotationEnableCoreDump)
 	if s, ok := v.get(AnnotationProxyConfig); ok {
 		pc, err := templates.ParseProxyConfig([]byte(s))
 		if err != nil {

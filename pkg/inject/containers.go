@@ -99,7 +99,12 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 
 	caAddr := s.CAAddress
 	if caAddr == "" {
-		caAddr = "istiod.istio-system.svc:15012"
+		// istiod of this revision, as Istio's template computes it.
+		istiod := "istiod"
+		if s.Revision != "" && s.Revision != DefaultRevision {
+			istiod += "-" + s.Revision
+		}
+		caAddr = istiod + "." + s.IstioNamespace + ".svc:15012"
 	}
 	meshID := s.MeshID
 	trustDomain := req.Config.Mesh.TrustDomain
@@ -208,10 +213,15 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	}
 	if b.native {
 		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	}
+	switch {
+	case s.ProxyLifecycle != nil:
+		c.Lifecycle = s.ProxyLifecycle.DeepCopy()
+	case b.native:
 		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
 			Command: []string{"pilot-agent", "request", fmt.Sprintf("--debug-port=%d", b.statusPort), "POST", "drain"},
 		}}}
-	} else if b.hold {
+	case b.hold:
 		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
 			Command: []string{"pilot-agent", "wait"},
 		}}}

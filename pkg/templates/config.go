@@ -92,6 +92,7 @@ type Settings struct {
 	MeshID                    string
 	Network                   string
 	CAAddress                 string
+	IstioNamespace            string
 	PilotCertProvider         string
 	LogLevel                  string
 	ComponentLogLevel         string
@@ -112,9 +113,12 @@ type Settings struct {
 	ExcludeInterfaces         string
 	HoldApplication           bool
 	Privileged                bool
-	ProxyUID                  int64
-	ProxyGID                  int64
-	ProxyResources            corev1.ResourceRequirements
+	// ProxyLifecycle, when set (global.proxy.lifecycle), replaces the
+	// proxy's own lifecycle hooks.
+	ProxyLifecycle *corev1.Lifecycle
+	ProxyUID       int64
+	ProxyGID       int64
+	ProxyResources corev1.ResourceRequirements
 	// InitResources, when set (global.proxy_init.resources), are
 	// istio-init's resources; otherwise it gets the proxy's, as in Istio.
 	InitResources             corev1.ResourceRequirements
@@ -502,6 +506,21 @@ func (r *settingsReader) resources(path string) corev1.ResourceRequirements {
 	return rr
 }
 
+// lifecycle reads a Kubernetes Lifecycle; nil when unset or empty.
+func (r *settingsReader) lifecycle(path string) *corev1.Lifecycle {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	if m, ok := v.(map[string]any); v == nil || ok && len(m) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	var l corev1.Lifecycle
+	if err := yaml.UnmarshalStrict(b, &l); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("values %s: must be a Kubernetes container lifecycle (postStart, preStop): %w", path, err))
+		return nil
+	}
+	return &l
+}
+
 func (r *settingsReader) selectors(path string) []labels.Selector {
 	v := lookup(r.values, strings.Split(path, ".")...)
 	if v == nil {
@@ -537,6 +556,7 @@ func parseSettings(values map[string]any) (Settings, error) {
 		MeshID:                    r.str("global.meshID"),
 		Network:                   r.str("global.network"),
 		CAAddress:                 r.str("global.caAddress"),
+		IstioNamespace:            r.str("global.istioNamespace"),
 		PilotCertProvider:         r.str("global.pilotCertProvider"),
 		LogLevel:                  r.str("global.proxy.logLevel"),
 		ComponentLogLevel:         r.str("global.proxy.componentLogLevel"),
@@ -557,6 +577,7 @@ func parseSettings(values map[string]any) (Settings, error) {
 		ExcludeInterfaces:         r.str("global.proxy.excludeInterfaces"),
 		HoldApplication:           r.boolean("global.proxy.holdApplicationUntilProxyStarts"),
 		Privileged:                r.boolean("global.proxy.privileged"),
+		ProxyLifecycle:            r.lifecycle("global.proxy.lifecycle"),
 		ProxyUID:                  r.integer("global.proxy.uid", 0, 1<<31-1),
 		ProxyGID:                  r.integer("global.proxy.gid", 0, 1<<31-1),
 		ProxyResources:            r.resources("global.proxy.resources"),
@@ -595,6 +616,9 @@ func parseSettings(values map[string]any) (Settings, error) {
 	}
 	if s.ClusterID == "" {
 		s.ClusterID = "Kubernetes"
+	}
+	if s.IstioNamespace == "" {
+		s.IstioNamespace = "istio-system"
 	}
 	if s.ClusterDomain == "" {
 		s.ClusterDomain = "cluster.local"
