@@ -31,8 +31,8 @@ type effect struct {
 	base []string
 	// baseValues is a values file applied to the baseline and the row.
 	baseValues string
-	// pod changes the pod of the baseline and the row.
-	pod func(*corev1.Pod)
+	// pod changes the pod of the baseline and the row; rowPod the row's.
+	pod, rowPod func(*corev1.Pod)
 	// classic injects in classic mode (no native sidecars).
 	classic bool
 	// nsLabels are the namespace's labels (nil: offline, as the CLI).
@@ -436,6 +436,15 @@ var annotationEffects = []effect{
 		want(t, "proxy FOO", envOf(proxyOf(t, r), "FOO"), "bar")
 		want(t, "istio-init FOO", envOf(container(r.Pod, InitContainerName), "FOO"), "bar")
 	}},
+	{key: AnnotationProxyOverrides, rowPod: func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ProxyContainerName, Image: "auto",
+			SecurityContext: &corev1.SecurityContext{RunAsUser: ptr(int64(1234))}})
+	}, check: func(t *testing.T, r Result) {
+		want(t, "overrides", r.Pod.Annotations[AnnotationProxyOverrides],
+			`{"initContainers":[{"name":"istio-proxy","resources":{},"securityContext":{"runAsUser":1234}}]}`)
+		want(t, "user's runAsUser kept", *proxyOf(t, r).SecurityContext.RunAsUser, int64(1234))
+		want(t, "istio-init exempts it", initArg(t, r.Pod, "-u"), "1234")
+	}},
 	{key: AnnotationDefaultContainer, ann: map[string]string{AnnotationDefaultContainer: "other"}, check: func(t *testing.T, r Result) {
 		want(t, "default-logs-container follows", r.Pod.Annotations[AnnotationDefaultLogsContainer], "other")
 	}},
@@ -483,11 +492,14 @@ func withoutBookkeeping(r Result, ignore map[string]string) Result {
 func runEffects(t *testing.T, rows []effect) {
 	for _, e := range rows {
 		t.Run(e.key, func(t *testing.T) {
-			run := func(values string, sets []string, ann map[string]string) Result {
+			run := func(values string, sets []string, ann map[string]string, row bool) Result {
 				cfg := loadEffectConfig(t, values, sets)
 				pod := testPod(ann)
 				if e.pod != nil {
 					e.pod(pod)
+				}
+				if row && e.rowPod != nil {
+					e.rowPod(pod)
 				}
 				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg, NativeSidecars: !e.classic})
 				if err != nil {
@@ -496,12 +508,12 @@ func runEffects(t *testing.T, rows []effect) {
 				return res
 			}
 			// The row's values file replaces the baseline's when it has one.
-			base := run(e.baseValues, e.base, nil)
+			base := run(e.baseValues, e.base, nil, false)
 			values := e.values
 			if values == "" {
 				values = e.baseValues
 			}
-			res := run(values, append(append([]string{}, e.base...), e.set...), e.ann)
+			res := run(values, append(append([]string{}, e.base...), e.set...), e.ann, true)
 			if e.key != AnnotationConfigHash && reflect.DeepEqual(withoutBookkeeping(base, e.ann), withoutBookkeeping(res, e.ann)) {
 				t.Fatalf("%s has no effect on the injected pod", e.key)
 			}

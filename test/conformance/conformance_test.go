@@ -323,12 +323,17 @@ func TestIstioConformance(t *testing.T) {
 			continue
 		}
 		var failing []string
+		keptHere := map[*keptDifference]int{}
 		for _, d := range diffs {
 			if k := kept(r.expected, d); k != nil {
 				used[k] = true
+				keptHere[k]++
 				continue
 			}
 			failing = append(failing, d)
+		}
+		for k, n := range keptHere {
+			t.Logf("kept difference in %s: %s (%d fields): %s [%s]", r.name, k.path, n, k.reason, k.test)
 		}
 		if len(failing) == 0 {
 			keptOnly++
