@@ -114,13 +114,7 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	if meshID == "" {
 		meshID = trustDomain
 	}
-	var env []corev1.EnvVar
-	if itp := req.Config.Mesh.InboundTrafficPolicy; itp != nil && itp.Mode == "LOCALHOST" {
-		// The agent then sends rewritten probes to localhost, where the
-		// app listens under this policy.
-		env = append(env, corev1.EnvVar{Name: "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", Value: "true"})
-	}
-	env = append(env, []corev1.EnvVar{
+	env := []corev1.EnvVar{
 		{Name: "PILOT_CERT_PROVIDER", Value: s.PilotCertProvider},
 		{Name: "CA_ADDR", Value: caAddr},
 		fieldEnv("POD_NAME", "metadata.name"),
@@ -140,7 +134,12 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 		{Name: "ISTIO_META_OWNER", Value: ownerURI(b.wl, b.ns)},
 		{Name: "ISTIO_META_MESH_ID", Value: meshID},
 		{Name: "TRUST_DOMAIN", Value: trustDomain},
-	}...)
+	}
+	if itp := req.Config.Mesh.InboundTrafficPolicy; itp != nil && itp.Mode == "LOCALHOST" {
+		// The agent then sends rewritten probes to localhost, where the
+		// app listens under this policy; Istio puts it first.
+		env = append([]corev1.EnvVar{{Name: "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", Value: "true"}}, env...)
+	}
 	if s.Network != "" {
 		env = append(env, corev1.EnvVar{Name: "ISTIO_META_NETWORK", Value: s.Network})
 	}

@@ -57,22 +57,20 @@ func reorder(out, orig *corev1.Pod, native, hold bool) {
 	}
 	// A proxy among the containers (classic mode, or a template such as
 	// grpc-agent that puts it there) goes first or last.
-	var proxy *corev1.Container
-	rest := make([]corev1.Container, 0, len(out.Spec.Containers))
-	for i := range out.Spec.Containers {
-		if out.Spec.Containers[i].Name == ProxyContainerName {
-			proxy = &out.Spec.Containers[i]
-			continue
-		}
-		rest = append(rest, out.Spec.Containers[i])
-	}
-	if proxy == nil {
+	cs := out.Spec.Containers
+	i := slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == ProxyContainerName })
+	if i < 0 {
 		return
 	}
+	proxy := cs[i]
+	// Rotate in place: shift the containers between the proxy and its
+	// place, then put it there.
 	if hold {
-		out.Spec.Containers = append([]corev1.Container{*proxy}, rest...)
+		copy(cs[1:i+1], cs[:i])
+		cs[0] = proxy
 	} else {
-		out.Spec.Containers = append(rest, *proxy)
+		copy(cs[i:], cs[i+1:])
+		cs[len(cs)-1] = proxy
 	}
 }
 
@@ -243,10 +241,12 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContai
 // statusNames lists the containers of list that the templates wrote (in
 // their order), then the other ones the pod did not have.
 func statusNames(list []corev1.Container, orig map[string]bool, touched []string) []string {
-	present := names(list, containerName)
 	var out []string
+	if len(touched) > 0 {
+		out = make([]string, 0, len(touched))
+	}
 	for _, n := range touched {
-		if present[n] {
+		if slices.ContainsFunc(list, func(c corev1.Container) bool { return c.Name == n }) {
 			out = append(out, n)
 		}
 	}

@@ -327,6 +327,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	var touched templateContainers
 	if len(names) == 1 && cfg.IsBuiltin(names[0]) && names[0] == "sidecar" && !req.AlwaysRender {
 		out = placeBuiltin(orig, data)
+		touched.init = make([]string, 0, 2)
 		if data.Init != nil {
 			touched.add(true, data.Init.Name)
 		}
