@@ -210,3 +210,42 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestUninjectRestoresWhatInjectionChanged injects and uninjects pods whose
+// annotations and containers injection rewrites, and expects the original
+// pod back.
+func TestUninjectRestoresWhatInjectionChanged(t *testing.T) {
+	cfg := templates.MustDefault()
+	tests := []struct {
+		name   string
+		mutate func(*corev1.Pod)
+	}{
+		{"prometheus annotations", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/m"}
+		}},
+		{"scrape targets", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"prometheus.io/scrape": "true", AnnotationScrapeTargets: "8080:/metrics,9100:/m2"}
+		}},
+		{"a user's own istio-proxy", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ProxyContainerName, Image: "auto",
+				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr(int64(1234))}})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := testPod(nil)
+			tt.mutate(pod)
+			res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			if err != nil || !res.Injected {
+				t.Fatalf("Inject: %v %v", res.Reason, err)
+			}
+			back, ok, err := Uninject(res.Pod)
+			if err != nil || !ok {
+				t.Fatalf("Uninject: %v %v", ok, err)
+			}
+			if back.String() != pod.String() {
+				t.Errorf("uninjected pod differs from the original:\n got %s\nwant %s", back.String(), pod.String())
+			}
+		})
+	}
+}
