@@ -31,8 +31,8 @@ test-unit: envtest-bins helm ## Run the unit, golden, conformance and chart test
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 ./pkg/... ./cmd/... ./hack/mkimage/... ./test/images/... ./test/conformance/... ./test/chart/...
 
 .PHONY: conformance
-conformance: ## Run Istio's injection corpus and print how many cases match
-	$(GO) test -count=1 -v -run TestIstioConformance ./test/conformance/ | grep -E 'conformance:|DIFF|EXTRA'
+conformance: ## Run Istio's injection corpus field for field: the count, kept differences, extras and any diff
+	$(GO) test -count=1 -v -run 'TestIstioConformance|TestKeptDifferencesAreProven' ./test/conformance/ | grep -vE '^(=== RUN|--- PASS)'
 
 FUZZTIME ?= 20
 .PHONY: fuzz

@@ -45,14 +45,13 @@ const (
 	AnnotationReadinessDelay       = "readiness.status.sidecar.istio.io/initialDelaySeconds"
 	AnnotationReadinessPeriod      = "readiness.status.sidecar.istio.io/periodSeconds"
 	AnnotationReadinessFailures    = "readiness.status.sidecar.istio.io/failureThreshold"
-	AnnotationReadinessAppPorts    = "readiness.status.sidecar.istio.io/applicationPorts"
 	AnnotationUserVolume           = "sidecar.istio.io/userVolume"
 	AnnotationUserVolumeMount      = "sidecar.istio.io/userVolumeMount"
 	AnnotationBootstrapOverride    = "sidecar.istio.io/bootstrapOverride"
 	AnnotationNativeSidecar        = "sidecar.istio.io/nativeSidecar"
 	AnnotationRewriteProbes        = "sidecar.istio.io/rewriteAppHTTPProbers"
-	AnnotationEnableCoreDump       = "sidecar.istio.io/enableCoreDump"
 	AnnotationMergeMetrics         = "prometheus.istio.io/merge-metrics"
+	AnnotationScrapeTargets        = "prometheus.istio.io/scrape-targets"
 	AnnotationProxyConfig          = "proxy.istio.io/config"
 	AnnotationProxyOverrides       = "proxy.istio.io/overrides"
 	AnnotationConfigHash           = "remora.io/injection-hash"
@@ -127,23 +126,23 @@ func IsRefused(err error) bool {
 // parsed holds the validated pod annotations. Pointers and empty strings
 // mean "not set".
 type parsed struct {
-	includeCIDRs, excludeCIDRs                       *string
-	includeInPorts, excludeInPorts                   *string
-	includeOutPorts, excludeOutPorts                 *string
-	excludeInterfaces, rerouteInterfaces             *string
-	interceptionMode                                 string
-	statusPort                                       *int32
-	proxyImage                                       string
-	cpu, memory, cpuLimit, memoryLimit               *resource.Quantity
-	logLevel, componentLogLevel, agentLogLevel       string
-	readinessDelay, readinessPeriod, readinessFails  *int32
-	readinessAppPorts                                *string
-	userVolumes                                      []corev1.Volume
-	userMounts                                       []corev1.VolumeMount
-	bootstrapOverride                                string
-	nativeSidecar, rewriteProbes, mergeMetrics, core *bool
-	proxyConfig                                      *templates.ProxyConfig
-	templates                                        []string
+	includeCIDRs, excludeCIDRs                      *string
+	includeInPorts, excludeInPorts                  *string
+	includeOutPorts, excludeOutPorts                *string
+	excludeInterfaces, rerouteInterfaces            *string
+	interceptionMode                                string
+	statusPort                                      *int32
+	proxyImage                                      string
+	cpu, memory, cpuLimit, memoryLimit              *resource.Quantity
+	logLevel, componentLogLevel, agentLogLevel      string
+	readinessDelay, readinessPeriod, readinessFails *int32
+	userVolumes                                     []corev1.Volume
+	userMounts                                      []corev1.VolumeMount
+	bootstrapOverride                               string
+	nativeSidecar, rewriteProbes, mergeMetrics      *bool
+	scrapeTargets                                   []scrapeTarget
+	proxyConfig                                     *templates.ProxyConfig
+	templates                                       []string
 }
 
 type validator struct {
@@ -431,7 +430,6 @@ func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, er
 	p.readinessDelay = v.int32Range(AnnotationReadinessDelay, 0, 1<<31-1)
 	p.readinessPeriod = v.int32Range(AnnotationReadinessPeriod, 1, 1<<31-1)
 	p.readinessFails = v.int32Range(AnnotationReadinessFailures, 1, 1<<31-1)
-	p.readinessAppPorts = v.portList(AnnotationReadinessAppPorts, true)
 	p.userVolumes = parseUserVolumes(v)
 	p.userMounts = parseUserMounts(v)
 	if s, ok := v.get(AnnotationBootstrapOverride); ok {
@@ -444,7 +442,7 @@ func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, er
 	p.nativeSidecar = v.boolean(AnnotationNativeSidecar)
 	p.rewriteProbes = v.boolean(AnnotationRewriteProbes)
 	p.mergeMetrics = v.boolean(AnnotationMergeMetrics)
-	p.core = v.boolean(AnnotationEnableCoreDump)
+	p.scrapeTargets = parseScrapeTargets(v)
 	if s, ok := v.get(AnnotationProxyConfig); ok {
 		pc, err := templates.ParseProxyConfig([]byte(s))
 		if err != nil {
@@ -479,6 +477,31 @@ func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, er
 	return p, nil
 }
 
+// parseScrapeTargets reads prometheus.istio.io/scrape-targets:
+// "port:/path,port:/path", the app's metrics endpoints the agent merges.
+func parseScrapeTargets(v *validator) []scrapeTarget {
+	s, ok := v.get(AnnotationScrapeTargets)
+	if !ok {
+		return nil
+	}
+	const allowed = "must be a comma-separated list of port:/path, such as 8080:/metrics,9100:/custom-metrics"
+	var out []scrapeTarget
+	for i, e := range strings.Split(s, ",") {
+		port, path, found := strings.Cut(strings.TrimSpace(e), ":")
+		n, err := strconv.Atoi(port)
+		switch {
+		case !found || err != nil || n < 1 || n > 65535:
+			v.fail(AnnotationScrapeTargets, s, fmt.Sprintf("%s: entry %d %q needs a port 1-65535 before the colon", allowed, i+1, e))
+			return nil
+		case !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t"):
+			v.fail(AnnotationScrapeTargets, s, fmt.Sprintf("%s: entry %d %q needs an absolute path without spaces", allowed, i+1, e))
+			return nil
+		}
+		out = append(out, scrapeTarget{Port: strconv.Itoa(n), Path: path})
+	}
+	return out
+}
+
 var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 func decodeStrict(s string, into any) error {
@@ -492,33 +515,29 @@ func parseUserVolumes(v *validator) []corev1.Volume {
 	}
 	const allowed = `must be a JSON object of volume name to volume source, such as {"data":{"emptyDir":{}}}`
 	var m map[string]corev1.VolumeSource
+	var out []corev1.Volume
 	if err := decodeStrict(s, &m); err != nil {
-		// Istio also accepts a list of volumes.
-		var l []corev1.Volume
-		if err2 := decodeStrict(s, &l); err2 != nil {
+		// Istio also accepts a list of volumes; it gets the same checks.
+		if err2 := decodeStrict(s, &out); err2 != nil {
 			v.fail(AnnotationUserVolume, s, allowed+": "+err.Error())
 			return nil
 		}
-		for _, vol := range l {
-			if !dns1123Label(vol.Name) {
-				v.fail(AnnotationUserVolume, s, fmt.Sprintf("volume name %q must be a DNS-1123 label", vol.Name))
-				return nil
-			}
+	} else {
+		names := make([]string, 0, len(m))
+		for n := range m {
+			names = append(names, n)
 		}
-		return l
+		sort.Strings(names)
+		out = make([]corev1.Volume, 0, len(m))
+		for _, n := range names {
+			out = append(out, corev1.Volume{Name: n, VolumeSource: m[n]})
+		}
 	}
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	out := make([]corev1.Volume, 0, len(m))
-	for _, n := range names {
-		if !dns1123Label(n) {
-			v.fail(AnnotationUserVolume, s, fmt.Sprintf("volume name %q must be a DNS-1123 label", n))
+	for _, vol := range out {
+		if !dns1123Label(vol.Name) {
+			v.fail(AnnotationUserVolume, s, fmt.Sprintf("volume name %q must be a DNS-1123 label", vol.Name))
 			return nil
 		}
-		out = append(out, corev1.Volume{Name: n, VolumeSource: m[n]})
 	}
 	for _, vol := range out {
 		if msg := checkVolumeSource(vol); msg != "" {
@@ -589,36 +608,37 @@ func parseUserMounts(v *validator) []corev1.VolumeMount {
 	}
 	const allowed = `must be a JSON object of volume name to mount, such as {"data":{"mountPath":"/data"}}`
 	var m map[string]corev1.VolumeMount
+	var out []corev1.VolumeMount
 	if err := decodeStrict(s, &m); err != nil {
-		var l []corev1.VolumeMount
-		if err2 := decodeStrict(s, &l); err2 != nil {
+		// Istio also accepts a list of mounts; it gets the same checks.
+		if err2 := decodeStrict(s, &out); err2 != nil {
 			v.fail(AnnotationUserVolumeMount, s, allowed+": "+err.Error())
 			return nil
 		}
-		for _, vm := range l {
-			if vm.Name == "" || vm.MountPath == "" {
-				v.fail(AnnotationUserVolumeMount, s, "every mount needs a name and a mountPath")
-				return nil
+	} else {
+		names := make([]string, 0, len(m))
+		for n := range m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		out = make([]corev1.VolumeMount, 0, len(m))
+		for _, n := range names {
+			vm := m[n]
+			if vm.Name == "" {
+				vm.Name = n
 			}
+			out = append(out, vm)
 		}
-		return l
 	}
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	out := make([]corev1.VolumeMount, 0, len(m))
-	for _, n := range names {
-		vm := m[n]
+	for i, vm := range out {
 		if vm.Name == "" {
-			vm.Name = n
-		}
-		if vm.MountPath == "" || !strings.HasPrefix(vm.MountPath, "/") {
-			v.fail(AnnotationUserVolumeMount, s, fmt.Sprintf("mount %q needs an absolute mountPath", n))
+			v.fail(AnnotationUserVolumeMount, s, fmt.Sprintf("mount %d needs a name", i+1))
 			return nil
 		}
-		out = append(out, vm)
+		if !strings.HasPrefix(vm.MountPath, "/") {
+			v.fail(AnnotationUserVolumeMount, s, fmt.Sprintf("mount %q needs an absolute mountPath", vm.Name))
+			return nil
+		}
 	}
 	return out
 }

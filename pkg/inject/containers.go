@@ -99,7 +99,12 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 
 	caAddr := s.CAAddress
 	if caAddr == "" {
-		caAddr = "istiod.istio-system.svc:15012"
+		// istiod of this revision, as Istio's template computes it.
+		istiod := "istiod"
+		if s.Revision != "" && s.Revision != DefaultRevision {
+			istiod += "-" + s.Revision
+		}
+		caAddr = istiod + "." + s.IstioNamespace + ".svc:15012"
 	}
 	meshID := s.MeshID
 	trustDomain := req.Config.Mesh.TrustDomain
@@ -129,6 +134,11 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 		{Name: "ISTIO_META_OWNER", Value: ownerURI(b.wl, b.ns)},
 		{Name: "ISTIO_META_MESH_ID", Value: meshID},
 		{Name: "TRUST_DOMAIN", Value: trustDomain},
+	}
+	if itp := req.Config.Mesh.InboundTrafficPolicy; itp != nil && itp.Mode == "LOCALHOST" {
+		// The agent then sends rewritten probes to localhost, where the
+		// app listens under this policy; Istio puts it first.
+		env = append([]corev1.EnvVar{{Name: "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", Value: "true"}}, env...)
 	}
 	if s.Network != "" {
 		env = append(env, corev1.EnvVar{Name: "ISTIO_META_NETWORK", Value: s.Network})
@@ -202,10 +212,15 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	}
 	if b.native {
 		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	}
+	switch {
+	case s.ProxyLifecycle != nil:
+		c.Lifecycle = s.ProxyLifecycle.DeepCopy()
+	case b.native:
 		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
 			Command: []string{"pilot-agent", "request", fmt.Sprintf("--debug-port=%d", b.statusPort), "POST", "drain"},
 		}}}
-	} else if b.hold {
+	case b.hold:
 		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
 			Command: []string{"pilot-agent", "wait"},
 		}}}
@@ -300,7 +315,7 @@ func pick(ann *string, value string) string {
 
 // buildInit returns the istio-init container (or istio-validation when the
 // Istio CNI plugin programs the rules), or nil for interception mode NONE.
-func buildInit(s *templates.Settings, p *parsed, mode string, statusPort int32) *corev1.Container {
+func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode string, statusPort int32) *corev1.Container {
 	if mode == "NONE" && !s.CNIEnabled {
 		return nil
 	}
@@ -334,13 +349,26 @@ func buildInit(s *templates.Settings, p *parsed, mode string, statusPort int32) 
 	if p.rerouteInterfaces != nil && *p.rerouteInterfaces != "" {
 		args = append(args, "-k", *p.rerouteInterfaces)
 	}
-	args = append(args, "--log_output_level="+s.AgentLogLevel)
+	agentLevel := s.AgentLogLevel
+	if p.agentLogLevel != "" {
+		agentLevel = p.agentLogLevel
+	}
+	args = append(args, "--log_output_level="+agentLevel)
+	resources := proxyResources(s, p)
+	if len(s.InitResources.Requests) > 0 || len(s.InitResources.Limits) > 0 {
+		resources = *s.InitResources.DeepCopy()
+	}
+	var env []corev1.EnvVar
+	for _, k := range sortedKeys(pc.ProxyMetadata) {
+		env = append(env, corev1.EnvVar{Name: k, Value: pc.ProxyMetadata[k]})
+	}
 	c := &corev1.Container{
 		Name:            InitContainerName,
 		Image:           s.ProxyInitImage,
 		ImagePullPolicy: s.ImagePullPolicy,
 		Args:            args,
-		Resources:       proxyResources(s, p),
+		Env:             env,
+		Resources:       resources,
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr(false),
 			Capabilities: &corev1.Capabilities{

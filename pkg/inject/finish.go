@@ -2,6 +2,7 @@ package inject
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 
@@ -32,8 +33,8 @@ func names[T any](items []T, name func(T) string) map[string]bool {
 func containerName(c corev1.Container) string { return c.Name }
 
 // reorder puts injected init containers before the pod's own, and places
-// the proxy: first among the containers when the app must wait for it in
-// classic mode, last otherwise.
+// a proxy that is among the containers: first when the app must wait for
+// it, last otherwise.
 func reorder(out, orig *corev1.Pod, native, hold bool) {
 	origInit := names(orig.Spec.InitContainers, containerName)
 	var injected, own []corev1.Container
@@ -50,26 +51,26 @@ func reorder(out, orig *corev1.Pod, native, hold bool) {
 	})
 	if native {
 		out.Spec.InitContainers = append(injected, own...)
-		return
-	}
-	// Classic mode: the pod's own init containers run first, as in Istio.
-	out.Spec.InitContainers = append(own, injected...)
-	var proxy *corev1.Container
-	rest := make([]corev1.Container, 0, len(out.Spec.Containers))
-	for i := range out.Spec.Containers {
-		if out.Spec.Containers[i].Name == ProxyContainerName {
-			proxy = &out.Spec.Containers[i]
-			continue
-		}
-		rest = append(rest, out.Spec.Containers[i])
-	}
-	if proxy == nil {
-		return
-	}
-	if hold {
-		out.Spec.Containers = append([]corev1.Container{*proxy}, rest...)
 	} else {
-		out.Spec.Containers = append(rest, *proxy)
+		// Classic mode: the pod's own init containers run first, as in Istio.
+		out.Spec.InitContainers = append(own, injected...)
+	}
+	// A proxy among the containers (classic mode, or a template such as
+	// grpc-agent that puts it there) goes first or last.
+	cs := out.Spec.Containers
+	i := slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == ProxyContainerName })
+	if i < 0 {
+		return
+	}
+	proxy := cs[i]
+	// Rotate in place: shift the containers between the proxy and its
+	// place, then put it there.
+	if hold {
+		copy(cs[1:i+1], cs[:i])
+		cs[0] = proxy
+	} else {
+		copy(cs[i:], cs[i+1:])
+		cs[len(cs)-1] = proxy
 	}
 }
 
@@ -105,7 +106,7 @@ func initRank(name string) int {
 // reapplyOverrides merges a user's own istio-proxy container over the
 // injected one (the user's fields win, as in Istio), and moves it to the
 // init containers in native mode.
-func reapplyOverrides(out, orig *corev1.Pod, native bool) {
+func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev1.VolumeMount) {
 	// The user's own istio-init (or istio-validation) init container wins
 	// over the injected one too.
 	for _, u := range orig.Spec.InitContainers {
@@ -158,6 +159,20 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool) {
 	if !ok {
 		return
 	}
+	// As in Istio, the injected mounts come first and the user's own
+	// follow.
+	own := func(m corev1.VolumeMount) bool {
+		return !slices.ContainsFunc(injectedMounts, func(i corev1.VolumeMount) bool { return i.MountPath == m.MountPath })
+	}
+	slices.SortStableFunc(c.VolumeMounts, func(a, b corev1.VolumeMount) int {
+		switch oa, ob := own(a), own(b); {
+		case oa == ob:
+			return 0
+		case ob:
+			return -1
+		}
+		return 1
+	})
 	*injected = c
 	if native && injectedInInit {
 		// The user's container was in containers: keep only the init one.
@@ -169,7 +184,7 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool) {
 
 // finish adds the status and bookkeeping annotations, merges Prometheus
 // scraping and checks the result the way the API server would.
-func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContainers, statusPort int32) error {
+func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContainers, statusPort int32, targets []scrapeTarget) error {
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
@@ -178,16 +193,10 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContai
 	origVol := names(orig.Spec.Volumes, func(v corev1.Volume) string { return v.Name })
 	origSecrets := names(orig.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) string { return r.Name })
 	st := Status{Revision: revisionFromSettings(&cfg.Settings)}
-	for _, c := range out.Spec.InitContainers {
-		if !origInit[c.Name] || touched.init[c.Name] {
-			st.InitContainers = append(st.InitContainers, c.Name)
-		}
-	}
-	for _, c := range out.Spec.Containers {
-		if !origCont[c.Name] || touched.containers[c.Name] {
-			st.Containers = append(st.Containers, c.Name)
-		}
-	}
+	// What the templates wrote, in their order (as Istio lists it), then
+	// anything else new.
+	st.InitContainers = statusNames(out.Spec.InitContainers, origInit, touched.init)
+	st.Containers = statusNames(out.Spec.Containers, origCont, touched.containers)
 	for _, v := range out.Spec.Volumes {
 		if !origVol[v.Name] {
 			st.Volumes = append(st.Volumes, v.Name)
@@ -205,6 +214,9 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContai
 	out.Annotations[AnnotationStatus] = string(b)
 	out.Annotations[AnnotationConfigHash] = cfg.Hash
 
+	// Metrics are merged by the agent; Istio points Prometheus at it even
+	// when a template injects no proxy (proxyless gRPC).
+	mergePrometheus(out, orig, cfg, statusPort, targets)
 	proxy := findProxy(out)
 	if proxy == nil {
 		// A template that injects no proxy (a custom one) gets no
@@ -225,8 +237,77 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContai
 			out.Annotations[AnnotationDefaultLogsContainer] = v
 		}
 	}
-	mergePrometheus(out, orig, cfg, statusPort)
 	return validateResult(out)
+}
+
+// statusNames lists the containers of list that the templates wrote (in
+// their order), then the other ones the pod did not have.
+func statusNames(list []corev1.Container, orig map[string]bool, touched []string) []string {
+	var out []string
+	if len(touched) > 0 {
+		out = make([]string, 0, len(touched))
+	}
+	for _, n := range touched {
+		if slices.ContainsFunc(list, func(c corev1.Container) bool { return c.Name == n }) {
+			out = append(out, n)
+		}
+	}
+	for _, c := range list {
+		if !orig[c.Name] && !slices.Contains(out, c.Name) {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// overrides is the proxy.istio.io/overrides annotation: the pod's own
+// containers that the templates also wrote, as the user wrote them, under
+// the list the templates put them in.
+type overrides struct {
+	Containers     []corev1.Container `json:"containers,omitempty"`
+	InitContainers []corev1.Container `json:"initContainers,omitempty"`
+}
+
+// recordOverrides writes proxy.istio.io/overrides, as Istio does, so the
+// user's part of an injected container stays visible on the pod.
+func recordOverrides(out, orig *corev1.Pod, touched templateContainers) error {
+	var ov overrides
+	user := func(name string) (corev1.Container, bool) {
+		for _, l := range [][]corev1.Container{orig.Spec.InitContainers, orig.Spec.Containers} {
+			for _, c := range l {
+				if c.Name == name {
+					c = *c.DeepCopy()
+					if c.Image == "auto" {
+						c.Image = ""
+					}
+					return c, true
+				}
+			}
+		}
+		return corev1.Container{}, false
+	}
+	for _, n := range touched.init {
+		if c, ok := user(n); ok {
+			ov.InitContainers = append(ov.InitContainers, c)
+		}
+	}
+	for _, n := range touched.containers {
+		if c, ok := user(n); ok {
+			ov.Containers = append(ov.Containers, c)
+		}
+	}
+	if len(ov.InitContainers) == 0 && len(ov.Containers) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(ov)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", AnnotationProxyOverrides, err)
+	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[AnnotationProxyOverrides] = string(b)
+	return nil
 }
 
 const (
@@ -235,9 +316,28 @@ const (
 	promPath   = "prometheus.io/path"
 )
 
+// scrapeTarget is one entry of prometheus.istio.io/scrape-targets: an
+// app port and path the agent scrapes and merges.
+type scrapeTarget struct {
+	Port string `json:"port"`
+	Path string `json:"path"`
+}
+
+// promAnnotations is ISTIO_PROMETHEUS_ANNOTATIONS: where the agent scrapes
+// the app.
+type promAnnotations struct {
+	Scrape  string         `json:"scrape,omitempty"`
+	Path    string         `json:"path,omitempty"`
+	Port    string         `json:"port,omitempty"`
+	Targets []scrapeTarget `json:"targets,omitempty"`
+}
+
 // mergePrometheus points Prometheus at the agent, which merges the app's
 // metrics (from ISTIO_PROMETHEUS_ANNOTATIONS) with Envoy's, as Istio does.
-func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort int32) {
+// With scrape targets (several app ports), the first one also fills port
+// and path, and the targets annotation is taken off the pod: the agent now
+// owns it.
+func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort int32, targets []scrapeTarget) {
 	if cfg.Mesh.EnablePrometheusMerge != nil && !*cfg.Mesh.EnablePrometheusMerge {
 		return
 	}
@@ -247,18 +347,17 @@ func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort in
 	if orig.Annotations[promScrape] == "false" || orig.Annotations["prometheus.io.scrape"] == "false" {
 		return
 	}
+	app := promAnnotations{
+		Scrape: orig.Annotations[promScrape], Path: orig.Annotations[promPath], Port: orig.Annotations[promPort],
+	}
+	if len(targets) > 0 {
+		app.Targets = targets
+		app.Port, app.Path = targets[0].Port, targets[0].Path
+		delete(out.Annotations, AnnotationScrapeTargets)
+	}
 	proxy := findProxy(out)
-	if proxy == nil {
-		return
-	}
-	orig2 := map[string]string{}
-	for k, short := range map[string]string{promScrape: "scrape", promPath: "path", promPort: "port"} {
-		if v, ok := orig.Annotations[k]; ok {
-			orig2[short] = v
-		}
-	}
-	if len(orig2) > 0 {
-		b, _ := json.Marshal(orig2)
+	if proxy != nil && (app.Scrape != "" || app.Path != "" || app.Port != "" || len(app.Targets) > 0) {
+		b, _ := json.Marshal(app) // strings only: cannot fail
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "ISTIO_PROMETHEUS_ANNOTATIONS", Value: string(b)})
 	}
 	out.Annotations[promScrape] = "true"

@@ -50,7 +50,7 @@ func FuzzAnnotations(f *testing.F) {
 		AnnotationStatusPort, AnnotationProxyImage, AnnotationProxyCPU, AnnotationProxyMemory,
 		AnnotationProxyCPULimit, AnnotationProxyMemoryLimit, AnnotationLogLevel, AnnotationComponentLogLevel,
 		AnnotationAgentLogLevel, AnnotationReadinessDelay, AnnotationReadinessPeriod, AnnotationReadinessFailures,
-		AnnotationReadinessAppPorts, AnnotationUserVolume, AnnotationUserVolumeMount, AnnotationBootstrapOverride,
+		AnnotationScrapeTargets, AnnotationUserVolume, AnnotationUserVolumeMount, AnnotationBootstrapOverride,
 		AnnotationNativeSidecar, AnnotationRewriteProbes, AnnotationMergeMetrics, AnnotationProxyConfig, AnnotationTemplates,
 	}
 	for i, k := range keys {

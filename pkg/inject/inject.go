@@ -290,7 +290,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 			}
 		}
 	}
-	data.Init = buildInit(&initSettings, p, mode, statusPort)
+	data.Init = buildInit(&initSettings, p, proxyCfg, mode, statusPort)
 	data.Volumes = buildVolumes(p)
 	for _, name := range s.ImagePullSecrets {
 		data.ImagePullSecrets = append(data.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
@@ -305,13 +305,6 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		}}})
 		proxy.VolumeMounts = insertMountBefore(proxy.VolumeMounts, "istio-podinfo",
 			corev1.VolumeMount{Name: "istio-certs", MountPath: "/etc/certs/", ReadOnly: true})
-	}
-	if len(s.PodDNSSearchNamespaces) > 0 {
-		searches, err := cfg.DNSSearches(data)
-		if err != nil {
-			return nil, err
-		}
-		data.DNSConfig = &corev1.PodDNSConfig{Searches: searches}
 	}
 
 	// Render the templates and merge each into the pod.
@@ -331,17 +324,14 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	var out *corev1.Pod
 	// touched names the containers the templates wrote, for the status
 	// annotation: those are what injection owns.
-	touched := templateContainers{init: map[string]bool{}, containers: map[string]bool{}}
+	var touched templateContainers
 	if len(names) == 1 && cfg.IsBuiltin(names[0]) && names[0] == "sidecar" && !req.AlwaysRender {
 		out = placeBuiltin(orig, data)
+		touched.init = make([]string, 0, 2)
 		if data.Init != nil {
-			touched.init[data.Init.Name] = true
+			touched.add(true, data.Init.Name)
 		}
-		if native {
-			touched.init[data.Proxy.Name] = true
-		} else {
-			touched.containers[data.Proxy.Name] = true
-		}
+		touched.add(native, data.Proxy.Name)
 	} else {
 		var err error
 		if out, err = renderAndMerge(cfg, orig, data, names, &touched); err != nil {
@@ -350,7 +340,17 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	}
 
 	reorder(out, orig, native, hold)
-	reapplyOverrides(out, orig, native)
+	reapplyOverrides(out, orig, native, data.Proxy.VolumeMounts)
+	if mode == "TPROXY" {
+		// TPROXY needs the proxy to run as root, whatever user the
+		// pod's own istio-proxy names (istio-init exempts that UID).
+		if proxy := findProxy(out); proxy != nil && proxy.SecurityContext != nil {
+			proxy.SecurityContext.RunAsUser = ptr(int64(0))
+		}
+	}
+	if err := recordOverrides(out, orig, touched); err != nil {
+		return nil, err
+	}
 	// A template may set the probe-rewriting annotation (Istio's custom
 	// templates do, to turn it off).
 	if v, ok := out.Annotations[AnnotationRewriteProbes]; ok && p.rewriteProbes == nil {
@@ -367,7 +367,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	if proxyCfg.StatusPort != nil && *proxyCfg.StatusPort != 0 {
 		promPort = *proxyCfg.StatusPort
 	}
-	if err := finish(out, orig, cfg, touched, promPort); err != nil {
+	if err := finish(out, orig, cfg, touched, promPort, p.scrapeTargets); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -376,9 +376,20 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 // renderAndMerge renders each template and merges its Pod fragment into the
 // pod with Kubernetes' strategic merge rules, as Istio does.
 // templateContainers are the names of the init containers and containers
-// the templates wrote.
+// the templates wrote, in the templates' order.
 type templateContainers struct {
-	init, containers map[string]bool
+	init, containers []string
+}
+
+// add records a container name, in the init containers when init.
+func (t *templateContainers) add(init bool, name string) {
+	l := &t.containers
+	if init {
+		l = &t.init
+	}
+	if !slices.Contains(*l, name) {
+		*l = append(*l, name)
+	}
 }
 
 // record adds the container names of a rendered Pod fragment.
@@ -393,10 +404,10 @@ func (t *templateContainers) record(fragment []byte) {
 		return
 	}
 	for _, c := range f.Spec.InitContainers {
-		t.init[c.Name] = true
+		t.add(true, c.Name)
 	}
 	for _, c := range f.Spec.Containers {
-		t.containers[c.Name] = true
+		t.add(false, c.Name)
 	}
 }
 
@@ -443,12 +454,6 @@ func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
 	for k, v := range data.Annotations {
 		out.Annotations[k] = v
 	}
-	if data.DNSConfig != nil {
-		if out.Spec.DNSConfig == nil {
-			out.Spec.DNSConfig = &corev1.PodDNSConfig{}
-		}
-		out.Spec.DNSConfig.Searches = data.DNSConfig.Searches
-	}
 	if data.Init != nil {
 		out.Spec.InitContainers = mergeContainer(out.Spec.InitContainers, *data.Init)
 	}
@@ -483,7 +488,7 @@ func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
 }
 
 // copyForInjection copies what injection changes (labels, annotations,
-// containers, init containers, volumes, pull secrets, DNS config) and shares
+// containers, init containers, volumes, pull secrets) and shares
 // the rest (managed fields, owner references, tolerations, ...) with orig,
 // which is never modified. The result is to be treated as read-only too.
 func copyForInjection(orig *corev1.Pod) *corev1.Pod {
@@ -504,7 +509,6 @@ func copyForInjection(orig *corev1.Pod) *corev1.Pod {
 	if orig.Spec.ImagePullSecrets != nil {
 		out.Spec.ImagePullSecrets = append([]corev1.LocalObjectReference(nil), orig.Spec.ImagePullSecrets...)
 	}
-	out.Spec.DNSConfig = orig.Spec.DNSConfig.DeepCopy()
 	return out
 }
 

@@ -185,6 +185,16 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 		{"annotations over the API server's limit", func(p *corev1.Pod) {
 			p.Annotations = map[string]string{"big": string(make([]byte, 300*1024))}
 		}, "annotations would total"},
+		// Istio injects these; the API server then refuses the pod.
+		{"only container is the proxy, which native mode moves to the init containers", func(p *corev1.Pod) {
+			p.Spec.Containers = []corev1.Container{{Name: ProxyContainerName, Image: "auto"}}
+		}, "the pod would have no container"},
+		{"user volume with an absolute item path", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationUserVolume: `{"v":{"configMap":{"name":"c","items":[{"key":"k","path":"/abs"}]}}}`}
+		}, `item path "/abs" must be relative`},
+		{"user volume (list form) with an absolute item path", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{AnnotationUserVolume: `[{"name":"v","configMap":{"name":"c","items":[{"key":"k","path":"/abs"}]}}]`}
+		}, `item path "/abs" must be relative`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,6 +206,45 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestUninjectRestoresWhatInjectionChanged injects and uninjects pods whose
+// annotations and containers injection rewrites, and expects the original
+// pod back.
+func TestUninjectRestoresWhatInjectionChanged(t *testing.T) {
+	cfg := templates.MustDefault()
+	tests := []struct {
+		name   string
+		mutate func(*corev1.Pod)
+	}{
+		{"prometheus annotations", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/m"}
+		}},
+		{"scrape targets", func(p *corev1.Pod) {
+			p.Annotations = map[string]string{"prometheus.io/scrape": "true", AnnotationScrapeTargets: "8080:/metrics,9100:/m2"}
+		}},
+		{"a user's own istio-proxy", func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ProxyContainerName, Image: "auto",
+				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr(int64(1234))}})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := testPod(nil)
+			tt.mutate(pod)
+			res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			if err != nil || !res.Injected {
+				t.Fatalf("Inject: %v %v", res.Reason, err)
+			}
+			back, ok, err := Uninject(res.Pod)
+			if err != nil || !ok {
+				t.Fatalf("Uninject: %v %v", ok, err)
+			}
+			if back.String() != pod.String() {
+				t.Errorf("uninjected pod differs from the original:\n got %s\nwant %s", back.String(), pod.String())
 			}
 		})
 	}

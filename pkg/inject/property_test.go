@@ -420,9 +420,9 @@ func FuzzAnnotationSet(f *testing.F) {
 		inject.AnnotationInterceptionMode, inject.AnnotationStatusPort, inject.AnnotationProxyImage,
 		inject.AnnotationProxyCPU, inject.AnnotationProxyMemory, inject.AnnotationProxyCPULimit, inject.AnnotationProxyMemoryLimit,
 		inject.AnnotationLogLevel, inject.AnnotationComponentLogLevel, inject.AnnotationAgentLogLevel,
-		inject.AnnotationReadinessDelay, inject.AnnotationReadinessPeriod, inject.AnnotationReadinessFailures, inject.AnnotationReadinessAppPorts,
+		inject.AnnotationReadinessDelay, inject.AnnotationReadinessPeriod, inject.AnnotationReadinessFailures,
 		inject.AnnotationUserVolume, inject.AnnotationUserVolumeMount, inject.AnnotationBootstrapOverride,
-		inject.AnnotationNativeSidecar, inject.AnnotationRewriteProbes, inject.AnnotationEnableCoreDump, inject.AnnotationMergeMetrics,
+		inject.AnnotationNativeSidecar, inject.AnnotationRewriteProbes, inject.AnnotationScrapeTargets, inject.AnnotationMergeMetrics,
 		inject.AnnotationProxyConfig, inject.AnnotationTemplates, inject.AnnotationInject,
 	}
 	index := map[string]int{}

@@ -23,7 +23,7 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
 	}
 	out := pod.DeepCopy()
 	var probers map[string]prober
-	var promAnn map[string]string
+	var promAnn promAnnotations
 	if proxy := findProxy(out); proxy != nil {
 		for _, e := range proxy.Env {
 			switch e.Name {
@@ -34,8 +34,36 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
 			}
 		}
 	}
+	// The pod's own containers that injection wrote over come back as the
+	// user wrote them (proxy.istio.io/overrides); a user's istio-proxy goes
+	// back among the containers.
+	var ov overrides
+	if raw, ok := out.Annotations[AnnotationProxyOverrides]; ok {
+		if err := json.Unmarshal([]byte(raw), &ov); err != nil {
+			return nil, false, fmt.Errorf("annotation %s=%q is not valid JSON: %w", AnnotationProxyOverrides, raw, err)
+		}
+	}
+	var userProxy *corev1.Container
+	restored := map[string]bool{}
+	for _, u := range append(ov.InitContainers, ov.Containers...) {
+		if u.Name == ProxyContainerName {
+			if u.Image == "" {
+				u.Image = "auto"
+			}
+			userProxy = &u
+			continue
+		}
+		for _, list := range [][]corev1.Container{out.Spec.InitContainers, out.Spec.Containers} {
+			for i := range list {
+				if list[i].Name == u.Name {
+					list[i] = u
+					restored[u.Name] = true
+				}
+			}
+		}
+	}
 	drop := func(list []string) func(corev1.Container) bool {
-		return func(c corev1.Container) bool { return slices.Contains(list, c.Name) }
+		return func(c corev1.Container) bool { return slices.Contains(list, c.Name) && !restored[c.Name] }
 	}
 	out.Spec.InitContainers = slices.DeleteFunc(out.Spec.InitContainers, drop(st.InitContainers))
 	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, drop(st.Containers))
@@ -44,6 +72,9 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
 	out.Spec.Containers = slices.DeleteFunc(out.Spec.Containers, func(c corev1.Container) bool {
 		return c.Name == ProxyContainerName
 	})
+	if userProxy != nil {
+		out.Spec.Containers = append(out.Spec.Containers, *userProxy)
+	}
 	out.Spec.Volumes = slices.DeleteFunc(out.Spec.Volumes, func(v corev1.Volume) bool {
 		return slices.Contains(st.Volumes, v.Name)
 	})
@@ -61,12 +92,27 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
 	}
 	restoreProbes(out, probers)
 
-	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, AnnotationInjectedImage, LabelRevision,
+	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, AnnotationInjectedImage, LabelRevision, AnnotationProxyOverrides,
 		AnnotationDefaultContainer, AnnotationDefaultLogsContainer, promScrape, promPort, promPath} {
 		delete(out.Annotations, k)
 	}
-	for k, v := range promAnn {
-		out.Annotations["prometheus.io/"+k] = v
+	if promAnn.Scrape != "" {
+		out.Annotations[promScrape] = promAnn.Scrape
+	}
+	if len(promAnn.Targets) > 0 {
+		// port and path were the first target's.
+		targets := make([]string, len(promAnn.Targets))
+		for i, tg := range promAnn.Targets {
+			targets[i] = tg.Port + ":" + tg.Path
+		}
+		out.Annotations[AnnotationScrapeTargets] = strings.Join(targets, ",")
+	} else {
+		if promAnn.Port != "" {
+			out.Annotations[promPort] = promAnn.Port
+		}
+		if promAnn.Path != "" {
+			out.Annotations[promPath] = promAnn.Path
+		}
 	}
 	for _, k := range []string{LabelTLSMode, LabelCanonicalName, LabelCanonicalRevision, "topology.istio.io/network"} {
 		delete(out.Labels, k)

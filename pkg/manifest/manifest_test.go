@@ -4,7 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/remora-mesh/remora/pkg/inject"
 )
@@ -81,5 +83,36 @@ func TestProcessRefusesBrokenYAML(t *testing.T) {
 	_, _, err := Process(strings.NewReader("kind: Pod\nmetadata: [\n"), mark)
 	if err == nil {
 		t.Fatal("broken YAML accepted")
+	}
+}
+
+// TestCronJobInjectsThePodTemplate proves that a CronJob's injected labels
+// and annotations land on the pod template (spec.jobTemplate.spec.template),
+// which Job pods are created from, and not on the jobTemplate's own
+// metadata, which never reaches a pod.
+func TestCronJobInjectsThePodTemplate(t *testing.T) {
+	in := `apiVersion: batch/v1
+kind: CronJob
+metadata: {name: cj}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec: {restartPolicy: Never, containers: [{name: c, image: i}]}
+`
+	out, _, err := Process(strings.NewReader(in), mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cj batchv1.CronJob
+	if err := yaml.Unmarshal(out, &cj); err != nil {
+		t.Fatal(err)
+	}
+	if got := cj.Spec.JobTemplate.Spec.Template.Labels["visited"]; got != "CronJob" {
+		t.Errorf("pod template label visited = %q, want CronJob:\n%s", got, out)
+	}
+	if len(cj.Spec.JobTemplate.Labels) != 0 || len(cj.Spec.JobTemplate.Annotations) != 0 {
+		t.Errorf("jobTemplate metadata changed, it never reaches a pod:\n%s", out)
 	}
 }

@@ -71,28 +71,12 @@ type Config struct {
 
 	// builtin names the templates whose text is the embedded default's.
 	builtin map[string]bool
-	// dnsSearch holds podDNSSearchNamespaces entries, parsed as templates.
-	dnsSearch []*template.Template
 }
 
 // IsBuiltin reports whether the named template is the embedded default,
 // unchanged. The engine places such a template's fragment directly, which is
 // equivalent to rendering it (a test proves it on every golden case).
 func (c *Config) IsBuiltin(name string) bool { return c.builtin[name] }
-
-// DNSSearches renders the podDNSSearchNamespaces values, which may use
-// template actions such as {{ .DeploymentMeta.Namespace }}.
-func (c *Config) DNSSearches(data *Data) ([]string, error) {
-	out := make([]string, 0, len(c.dnsSearch))
-	for _, t := range c.dnsSearch {
-		var b strings.Builder
-		if err := t.Execute(&b, data); err != nil {
-			return nil, fmt.Errorf("values global.podDNSSearchNamespaces: %w", err)
-		}
-		out = append(out, b.String())
-	}
-	return out, nil
-}
 
 // Settings are the typed injector values.
 type Settings struct {
@@ -108,6 +92,7 @@ type Settings struct {
 	MeshID                    string
 	Network                   string
 	CAAddress                 string
+	IstioNamespace            string
 	PilotCertProvider         string
 	LogLevel                  string
 	ComponentLogLevel         string
@@ -128,10 +113,14 @@ type Settings struct {
 	ExcludeInterfaces         string
 	HoldApplication           bool
 	Privileged                bool
-	EnableCoreDump            bool
-	ProxyUID                  int64
-	ProxyGID                  int64
-	ProxyResources            corev1.ResourceRequirements
+	// ProxyLifecycle, when set (global.proxy.lifecycle), replaces the
+	// proxy's own lifecycle hooks.
+	ProxyLifecycle *corev1.Lifecycle
+	ProxyUID       int64
+	ProxyGID       int64
+	ProxyResources corev1.ResourceRequirements
+	// InitResources, when set (global.proxy_init.resources), are
+	// istio-init's resources; otherwise it gets the proxy's, as in Istio.
 	InitResources             corev1.ResourceRequirements
 	NativeSidecars            string
 	RewriteAppProbes          bool
@@ -142,7 +131,6 @@ type Settings struct {
 	CNIEnabled                bool
 	CNIProvider               string
 	MountMTLSCerts            bool
-	PodDNSSearchNamespaces    []string
 }
 
 // Default returns the embedded default configuration.
@@ -335,13 +323,6 @@ func Load(src Sources) (*Config, error) {
 			cfg.builtin[name] = true
 		}
 	}
-	for i, s := range settings.PodDNSSearchNamespaces {
-		t, err := template.New("dns").Funcs(FuncMap()).Parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("values global.podDNSSearchNamespaces[%d]: %w", i, err)
-		}
-		cfg.dnsSearch = append(cfg.dnsSearch, t)
-	}
 	cfg.Hash = hashInputs(values, meshMap, texts)
 	return cfg, nil
 }
@@ -525,6 +506,21 @@ func (r *settingsReader) resources(path string) corev1.ResourceRequirements {
 	return rr
 }
 
+// lifecycle reads a Kubernetes Lifecycle; nil when unset or empty.
+func (r *settingsReader) lifecycle(path string) *corev1.Lifecycle {
+	v := lookup(r.values, strings.Split(path, ".")...)
+	if m, ok := v.(map[string]any); v == nil || ok && len(m) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	var l corev1.Lifecycle
+	if err := yaml.UnmarshalStrict(b, &l); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("values %s: must be a Kubernetes container lifecycle (postStart, preStop): %w", path, err))
+		return nil
+	}
+	return &l
+}
+
 func (r *settingsReader) selectors(path string) []labels.Selector {
 	v := lookup(r.values, strings.Split(path, ".")...)
 	if v == nil {
@@ -560,6 +556,7 @@ func parseSettings(values map[string]any) (Settings, error) {
 		MeshID:                    r.str("global.meshID"),
 		Network:                   r.str("global.network"),
 		CAAddress:                 r.str("global.caAddress"),
+		IstioNamespace:            r.str("global.istioNamespace"),
 		PilotCertProvider:         r.str("global.pilotCertProvider"),
 		LogLevel:                  r.str("global.proxy.logLevel"),
 		ComponentLogLevel:         r.str("global.proxy.componentLogLevel"),
@@ -580,7 +577,7 @@ func parseSettings(values map[string]any) (Settings, error) {
 		ExcludeInterfaces:         r.str("global.proxy.excludeInterfaces"),
 		HoldApplication:           r.boolean("global.proxy.holdApplicationUntilProxyStarts"),
 		Privileged:                r.boolean("global.proxy.privileged"),
-		EnableCoreDump:            r.boolean("global.proxy.enableCoreDump"),
+		ProxyLifecycle:            r.lifecycle("global.proxy.lifecycle"),
 		ProxyUID:                  r.integer("global.proxy.uid", 0, 1<<31-1),
 		ProxyGID:                  r.integer("global.proxy.gid", 0, 1<<31-1),
 		ProxyResources:            r.resources("global.proxy.resources"),
@@ -593,7 +590,6 @@ func parseSettings(values map[string]any) (Settings, error) {
 		CNIEnabled:                r.boolean("istio_cni.enabled") || r.boolean("pilot.cni.enabled"),
 		CNIProvider:               r.str("istio_cni.provider"),
 		MountMTLSCerts:            r.boolean("global.mountMtlsCerts"),
-		PodDNSSearchNamespaces:    stringList(lookup(values, "global", "podDNSSearchNamespaces")),
 	}
 	if p := r.str("pilot.cni.provider"); p != "" && p != "default" {
 		s.CNIProvider = p
@@ -620,6 +616,9 @@ func parseSettings(values map[string]any) (Settings, error) {
 	}
 	if s.ClusterID == "" {
 		s.ClusterID = "Kubernetes"
+	}
+	if s.IstioNamespace == "" {
+		s.IstioNamespace = "istio-system"
 	}
 	if s.ClusterDomain == "" {
 		s.ClusterDomain = "cluster.local"

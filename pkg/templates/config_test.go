@@ -18,6 +18,12 @@ func TestDefaultLoads(t *testing.T) {
 	if !cfg.IsBuiltin("sidecar") || len(cfg.Hash) != 16 {
 		t.Errorf("builtin=%v hash=%q", cfg.IsBuiltin("sidecar"), cfg.Hash)
 	}
+	// Istio's templates a pod may select (proxyless gRPC among them).
+	for _, name := range []string{"gateway", "grpc-agent", "grpc-simple"} {
+		if !cfg.IsBuiltin(name) {
+			t.Errorf("no built-in template %q", name)
+		}
+	}
 }
 
 func TestLoadRefusesInvalidConfig(t *testing.T) {
@@ -38,6 +44,9 @@ func TestLoadRefusesInvalidConfig(t *testing.T) {
 		{"mesh unknown field", Sources{Mesh: []byte("defaultConfig: {noSuchField: 1}")}, "noSuchField"},
 		{"mesh bad duration", Sources{Mesh: []byte("defaultConfig: {drainDuration: soon}")}, "duration"},
 		{"mesh bad interception", Sources{Mesh: []byte("defaultConfig: {interceptionMode: MAGIC}")}, "interceptionMode"},
+		{"mesh bad inbound policy", Sources{Mesh: []byte("inboundTrafficPolicy: {mode: SOMETIMES}")}, `inboundTrafficPolicy.mode "SOMETIMES"`},
+		{"bad proxy lifecycle", Sources{Values: []byte("global: {proxy: {lifecycle: {preStart: {}}}}")}, "global.proxy.lifecycle"},
+		{"bad istio-init resources", Sources{Values: []byte("global: {proxy_init: {resources: {limits: {memory: lots}}}}")}, "global.proxy_init.resources"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,8 +46,6 @@ type Data struct {
 	// Labels and Annotations to add to the pod.
 	Labels      map[string]string
 	Annotations map[string]string
-	// DNSConfig is set when values ask for extra DNS search namespaces.
-	DNSConfig *corev1.PodDNSConfig
 }
 
 // Render executes the named template with data and returns its output.

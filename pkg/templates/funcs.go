@@ -37,7 +37,34 @@ func FuncMap() template.FuncMap {
 		"split":          func(sep, s string) []string { return strings.Split(s, sep) },
 		"replaceItem":    replaceItem,
 		"withoutNamed":   withoutNamed,
+		"moveNamed":      moveNamed,
 	}
+}
+
+// moveNamed returns a list of named things with the item called name moved
+// to just before the one called before (Istio's templates order some env
+// vars differently from one another). The list is unchanged when either is
+// missing.
+func moveNamed(list any, name, before string) []any {
+	items := withoutNamed(list)
+	from, to := -1, -1
+	for i, it := range items {
+		switch it.(map[string]any)["name"] {
+		case name:
+			from = i
+		case before:
+			to = i
+		}
+	}
+	if from < 0 || to < 0 || from == to {
+		return items
+	}
+	it := items[from]
+	items = append(items[:from], items[from+1:]...)
+	if from < to {
+		to--
+	}
+	return append(items[:to], append([]any{it}, items[to:]...)...)
 }
 
 // replaceItem returns list with every item equal to old replaced by new.

@@ -15,6 +15,10 @@ type MeshConfig struct {
 	// DefaultConfig is the mesh-wide proxy configuration; pods override it
 	// with the proxy.istio.io/config annotation.
 	DefaultConfig ProxyConfig `json:"defaultConfig,omitempty"`
+	// InboundTrafficPolicy's mode LOCALHOST sends inbound traffic to the
+	// app on localhost (Istio before 1.10); the agent's rewritten probes
+	// then do so too (REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION).
+	InboundTrafficPolicy *InboundTrafficPolicy `json:"inboundTrafficPolicy,omitempty"`
 
 	// Other MeshConfig fields are accepted so that an existing Istio mesh
 	// config loads unchanged; injection does not read them.
@@ -53,8 +57,13 @@ type MeshConfig struct {
 	VerifyCertificateAtClient      json.RawMessage `json:"verifyCertificateAtClient,omitempty"`
 	ThriftConfig                   json.RawMessage `json:"thriftConfig,omitempty"`
 	TCPKeepalive                   json.RawMessage `json:"tcpKeepalive,omitempty"`
-	InboundTrafficPolicy           json.RawMessage `json:"inboundTrafficPolicy,omitempty"`
 	ServiceScopeConfigs            json.RawMessage `json:"serviceScopeConfigs,omitempty"`
+}
+
+// InboundTrafficPolicy is MeshConfig.inboundTrafficPolicy.
+type InboundTrafficPolicy struct {
+	// Mode is PASSTHROUGH (the default) or LOCALHOST.
+	Mode string `json:"mode,omitempty"`
 }
 
 // ProxyConfig is Istio's ProxyConfig: the mesh's defaultConfig and the
@@ -172,6 +181,13 @@ func ParseMeshConfig(data []byte) (MeshConfig, error) {
 	}
 	if err := mc.DefaultConfig.Validate(); err != nil {
 		return MeshConfig{}, fmt.Errorf("defaultConfig: %w", err)
+	}
+	if p := mc.InboundTrafficPolicy; p != nil {
+		switch p.Mode {
+		case "", "PASSTHROUGH", "LOCALHOST":
+		default:
+			return MeshConfig{}, fmt.Errorf("inboundTrafficPolicy.mode %q is not one of PASSTHROUGH, LOCALHOST", p.Mode)
+		}
 	}
 	return mc, nil
 }

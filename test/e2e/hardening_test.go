@@ -301,8 +301,8 @@ var ownRefusals = map[string]string{
 // pod. Each must be accepted by the API server's validation, or refused
 // with our webhook's named error: for the corpus' error cases, naming the
 // bad annotation; for inputs that ask for a template this configuration
-// does not have (Istio's gateway, grpc and spire templates; a case's own
-// custom template), naming inject.istio.io/templates.
+// does not have (Istio's spire template; a case's own custom template),
+// naming inject.istio.io/templates.
 func TestDryRunConformanceCorpus(t *testing.T) {
 	pods, errorCases := corpusPods(t)
 	ns := newNamespace(t, "corpus", enabled)
