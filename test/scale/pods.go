@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +114,8 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 		if bare[ns] == nil {
 			pod := injected[ns].DeepCopy()
 			pod.GenerateName = "bare-"
-			pod.Labels = map[string]string{"app": "bare"}
+			pod.Labels = maps.Clone(pod.Labels)
+			pod.Labels["app"] = "bare"
 			if bare[ns], err = json.Marshal(pod); err != nil {
 				return nil, err
 			}
@@ -179,12 +180,15 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 // replicaSetPods creates a ReplicaSet (which no controller reconciles) and
 // returns the JSON of its pods: the injected pod, owned by it.
 func replicaSetPods(ctx context.Context, c *framework.Cluster, injected *corev1.Pod, ns, name string, replicas int) ([]byte, error) {
-	labels := map[string]string{"app": name, "pod-template-hash": strconv.Itoa(len(name))}
+	selector := map[string]string{"app": name, "pod-template-hash": fmt.Sprintf("%x", len(ns)*7919+len(name))}
+	// The injector's labels (service.istio.io/canonical-name, ...) stay.
+	labels := maps.Clone(injected.Labels)
+	maps.Copy(labels, selector)
 	rs := &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: appsv1.ReplicaSetSpec{
 			Replicas: ptr.To(int32(replicas)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Selector: &metav1.LabelSelector{MatchLabels: selector},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: injected.Annotations},
 				Spec:       injected.Spec,
