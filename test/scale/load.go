@@ -25,8 +25,9 @@ type admission struct {
 // steady rate from a few clients, as pods being created in a busy cluster
 // would, and keeps every request's latency.
 type admissionLoad struct {
-	mu   sync.Mutex
-	reqs []admission
+	mu       sync.Mutex
+	reqs     []admission
+	firstErr error
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -68,6 +69,9 @@ func startLoad(url string, roots *x509.CertPool, body []byte, workers int, rate 
 				err := framework.PostReview(client, url, framework.NewReview(body, seq.Add(1)))
 				l.mu.Lock()
 				l.reqs = append(l.reqs, admission{at: start, latency: time.Since(start), ok: err == nil})
+				if err != nil && l.firstErr == nil {
+					l.firstErr = err
+				}
 				l.mu.Unlock()
 			}
 		}()
@@ -114,16 +118,18 @@ func (l *admissionLoad) stats(windows ...window) latencyStats {
 	return s
 }
 
-// errors returns the number of failed requests over the whole run.
-func (l *admissionLoad) errors() (failed, total int) {
+// errors returns the number of failed requests over the whole run, and
+// the first error.
+func (l *admissionLoad) errors() (failed, total int, first error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	first = l.firstErr
 	for _, r := range l.reqs {
 		if !r.ok {
 			failed++
 		}
 	}
-	return failed, len(l.reqs)
+	return failed, len(l.reqs), first
 }
 
 // percentile returns the nearest-rank p-quantile of sorted values.

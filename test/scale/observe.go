@@ -125,6 +125,9 @@ func (o *observer) scrape(ctx context.Context) {
 	o.every(ctx, 200*time.Millisecond, func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
+		// A value first seen in this scrape was set after the previous
+		// one: date it by the request, not by the slower answer.
+		at := time.Now()
 		text, err := o.inj.Metrics(ctx)
 		if err != nil {
 			return
@@ -133,7 +136,7 @@ func (o *observer) scrape(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		s := metricsSnapshot{at: time.Now()}
+		s := metricsSnapshot{at: at}
 		for _, m := range samples {
 			switch m.Name {
 			case metricOutdated:

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/remora-mesh/remora/pkg/inject"
@@ -66,6 +67,19 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 		return nil, err
 	}
 	nsLabels := map[string]string{inject.LabelNamespaceInject: "enabled"}
+	// The admission load's reference review is for a pod in "default".
+	def := &corev1.Namespace{}
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: metav1.NamespaceDefault}, def); err != nil {
+		return nil, err
+	}
+	def.Labels = maps.Clone(def.Labels)
+	if def.Labels == nil {
+		def.Labels = map[string]string{}
+	}
+	maps.Copy(def.Labels, nsLabels)
+	if err := c.Client.Update(ctx, def); err != nil {
+		return nil, fmt.Errorf("labelling namespace default for injection: %w", err)
+	}
 	injected := make([]*corev1.Pod, o.namespaces)
 	names := make([]string, o.namespaces)
 	for i := range o.namespaces {

@@ -188,7 +188,10 @@ func (r *result) print(w io.Writer) {
 			}
 		}
 		during := r.load.stats(ws...)
-		failed, total := r.load.errors()
+		failed, total, first := r.load.errors()
+		if first != nil {
+			r.notes = append(r.notes, "first admission error: "+first.Error())
+		}
 		row("admission baseline", "p50 %s, p99 %s, max %s (%d requests, %d errors; %d clients, %.0f/s)",
 			ms(base.p50), ms(base.p99), ms(base.max), base.count, base.errors, o.loadClients, o.loadRate)
 		row("admission during evaluations", "p50 %s, p99 %s, max %s (%d requests, %d errors)",
