@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -203,7 +204,9 @@ func (o *observer) readLog() ([]evaluation, error) {
 }
 
 // parseEvaluation reads a zap JSON line of the controller's evaluation
-// message; ts is Unix seconds (zap's production default) or RFC 3339.
+// message; ts is Unix seconds or RFC 3339 with a fraction; otherwise (RFC
+// 3339 in whole seconds, what injector serve writes) the line is dated by
+// when it was read.
 func parseEvaluation(line []byte) (evaluation, bool) {
 	var l struct {
 		Msg      string          `json:"msg"`
@@ -222,7 +225,9 @@ func parseEvaluation(line []byte) (evaluation, bool) {
 	case json.Unmarshal(l.TS, &secs) == nil:
 		ev.at = time.Unix(0, int64(secs*1e9))
 	case json.Unmarshal(l.TS, &text) == nil:
-		if t, err := time.Parse(time.RFC3339Nano, text); err == nil {
+		// The injector's default encoder writes whole seconds; the time
+		// the line was read (every 100 ms) is then the closer one.
+		if t, err := time.Parse(time.RFC3339Nano, text); err == nil && strings.Contains(text, ".") {
 			ev.at = t
 		}
 	}
