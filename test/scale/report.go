@@ -77,7 +77,9 @@ func (r *result) finish(inj *framework.Injector, obs *observer, load *admissionL
 		obs.stop()
 		r.died = true
 		r.exit = describeExit(exitErr)
-		r.notes = append(r.notes, "the injector's last log lines:\n"+indent(inj.LogTail(8)))
+		if r.opts.keep {
+			r.notes = append(r.notes, "the injector's log: "+inj.LogPath)
+		}
 	}
 	_, r.hwm, r.peakRSS = obs.memory(time.Time{}, time.Time{})
 	r.peakHeap, r.peakRoutines = obs.peaks()
@@ -94,12 +96,12 @@ func describeExit(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+			return fmt.Sprintf("died: signal %d (%s)", int(ws.Signal()), ws.Signal())
 		}
-		return fmt.Sprintf("exited with status %d", ee.ExitCode())
+		return fmt.Sprintf("died: exit status %d", ee.ExitCode())
 	}
 	if err == nil {
-		return "exited with status 0"
+		return "died: exit status 0"
 	}
 	return err.Error()
 }
@@ -140,9 +142,6 @@ func count(n float64) string {
 	return fmt.Sprintf("%.0f", n)
 }
 
-func indent(s string) string {
-	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
-}
 
 // print writes the table.
 func (r *result) print(w io.Writer) {
@@ -161,6 +160,10 @@ func (r *result) print(w io.Writer) {
 	for _, c := range r.changes {
 		if c.found > 0 {
 			found = append(found, c.found)
+		}
+		if c.found == 0 {
+			row("change to "+c.tag, "not all outdated: the run ended first (reload seen %s)", secs(c.reload))
+			continue
 		}
 		row("change to "+c.tag, "all outdated after %s (reload seen %s, evaluation logged %s); peak RSS since %s",
 			secs(c.found), secs(c.reload), secs(c.logged), mib(float64(c.peakRSS)))
