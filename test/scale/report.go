@@ -142,7 +142,6 @@ func count(n float64) string {
 	return fmt.Sprintf("%.0f", n)
 }
 
-
 // print writes the table.
 func (r *result) print(w io.Writer) {
 	o := r.opts
