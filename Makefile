@@ -78,6 +78,12 @@ LOAD_SOAK     ?= 60s
 loadtest: envtest-bins ## Drive injector serve and the floor over HTTPS at c=1 and c=16, then a soak (RSS)
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) run ./test/load -duration $(LOAD_DURATION) -concurrency 1,16 -soak $(LOAD_SOAK)
 
+N    ?= 20000
+ARGS ?=
+.PHONY: bench-controller
+bench-controller: envtest-bins ## Scale benchmark of the upgrade controller: N injected pods (default 20000) on a real control plane; more flags in ARGS (go run ./test/scale -h)
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) run ./test/scale -pods $(N) $(ARGS)
+
 # --- a real control plane for tests (kube-apiserver, kube-controller-manager, etcd), kubectl, and a node
 # (kube-scheduler, kubelet), all built from the Go module proxy (hack/k8sbins; about 8-20 min cold, 2 s warm)
 K8SBINS_DIR := $(CURDIR)/bin/k8s

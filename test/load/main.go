@@ -9,13 +9,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -220,54 +217,19 @@ type result struct {
 	peakRSS       int64
 }
 
-// newBody gives each request its own uid, as the API server does.
-func newBody(body []byte, i int64) []byte {
-	return bytes.Replace(body, []byte(`"uid":"0f9b0e3a-6a1c-4a53-9e8b-1d2f3c4b5a69"`), []byte(fmt.Sprintf(`"uid":"0f9b0e3a-6a1c-4a53-9e8b-%012d"`, i)), 1)
-}
-
 func waitServing(url string, tlsCfg *tls.Config, body []byte, timeout time.Duration) error {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		ok, err := post(client, url, body)
-		if ok {
+		err := framework.PostReview(client, url, body)
+		if err == nil {
 			return nil
 		}
 		last = err
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("not answering: %w", last)
-}
-
-// post sends one review and checks the answer is an allowed review with a
-// patch.
-func post(client *http.Client, url string, body []byte) (bool, error) {
-	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return false, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return false, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
-	}
-	var review struct {
-		Response struct {
-			Allowed bool   `json:"allowed"`
-			Patch   []byte `json:"patch"`
-		} `json:"response"`
-	}
-	if err := json.Unmarshal(b, &review); err != nil {
-		return false, err
-	}
-	if !review.Response.Allowed || len(review.Response.Patch) == 0 {
-		return false, fmt.Errorf("not an injected answer: %.200s", b)
-	}
-	return true, nil
 }
 
 func drive(s *server, tlsCfg *tls.Config, body []byte, n int, d time.Duration) result {
@@ -303,10 +265,9 @@ func driveUntil(s *server, tlsCfg *tls.Config, body []byte, n int, stop *atomic.
 			var local []time.Duration
 			var localErrs int
 			for !stop.Load() {
-				b := newBody(body, seq.Add(1))
+				b := framework.NewReview(body, seq.Add(1))
 				t0 := time.Now()
-				ok, _ := post(client, s.url, b)
-				if ok {
+				if err := framework.PostReview(client, s.url, b); err == nil {
 					local = append(local, time.Since(t0))
 				} else {
 					localErrs++
@@ -330,22 +291,12 @@ func driveUntil(s *server, tlsCfg *tls.Config, body []byte, n int, stop *atomic.
 	return result{count: len(lat), errors: errs, rate: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.50), p90: pct(0.90), p99: pct(0.99)}
 }
 
-func procStatus(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, field+":") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+func rssOf(pid int) int64 {
+	st, _ := framework.ReadProcStatus(pid)
+	return st.RSS
 }
 
-func rssOf(pid int) int64 { return procStatus(pid, "VmRSS") }
-func hwmOf(pid int) int64 { return procStatus(pid, "VmHWM") }
+func hwmOf(pid int) int64 {
+	st, _ := framework.ReadProcStatus(pid)
+	return st.HWM
+}

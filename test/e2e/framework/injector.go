@@ -57,6 +57,11 @@ type InjectorOptions struct {
 	ShutdownDelay time.Duration
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
+	// Wrapper, when set, is a command the injector runs under: the process
+	// started is Wrapper[0] with Wrapper[1:], the binary and its arguments.
+	// It must exec the injector in its own process (keeping the pid), such
+	// as a shell that enters a cgroup first.
+	Wrapper []string
 }
 
 // Injector is a running "injector serve" process.
@@ -68,6 +73,20 @@ type Injector struct {
 
 // StartInjector starts "injector serve" and waits until /readyz passes.
 func StartInjector(ctx context.Context, opts InjectorOptions) (*Injector, error) {
+	inj, err := LaunchInjector(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := inj.WaitReady(ctx, 60*time.Second); err != nil {
+		_ = inj.Stop(5 * time.Second)
+		return nil, err
+	}
+	return inj, nil
+}
+
+// LaunchInjector starts "injector serve" and returns at once, for callers
+// that measure its start-up; WaitReady waits for it.
+func LaunchInjector(opts InjectorOptions) (*Injector, error) {
 	for _, port := range []*int{&opts.Port, &opts.MetricsPort, &opts.ProbePort} {
 		if *port == 0 {
 			p, err := FreePort()
@@ -94,16 +113,16 @@ func StartInjector(ctx context.Context, opts InjectorOptions) (*Injector, error)
 		args = append(args, "--config-dir="+opts.ConfigDir)
 	}
 	args = append(args, opts.ExtraArgs...)
-	p, err := StartProcess("injector", opts.LogPath, opts.Binary, args...)
+	path := opts.Binary
+	if len(opts.Wrapper) > 0 {
+		path = opts.Wrapper[0]
+		args = append(append(append([]string{}, opts.Wrapper[1:]...), opts.Binary), args...)
+	}
+	p, err := StartProcess("injector", opts.LogPath, path, args...)
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injector{Process: p, Opts: opts}
-	if err := inj.WaitReady(ctx, 60*time.Second); err != nil {
-		_ = p.Stop(5 * time.Second)
-		return nil, err
-	}
-	return inj, nil
+	return &Injector{Process: p, Opts: opts}, nil
 }
 
 // WebhookURL returns the URL of path on the webhook server.
