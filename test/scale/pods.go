@@ -99,7 +99,7 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 		// sidecars under --native-sidecars=auto).
 		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: names[i], NamespaceLabels: nsLabels, Config: cfg, NativeSidecars: true})
 		if err != nil || !res.Injected {
-			return nil, fmt.Errorf("injecting the pod for %s: %v (%s)", names[i], err, res.Message)
+			return nil, fmt.Errorf("injecting the pod for %s: %w (%s)", names[i], err, res.Message)
 		}
 		injected[i] = res.Pod
 	}
@@ -113,7 +113,8 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 	for rs := 0; rs*o.podsPerReplicaSet < pop.ownedPods; rs++ {
 		replicas := min(o.podsPerReplicaSet, pop.ownedPods-rs*o.podsPerReplicaSet)
 		ns := names[rs%o.namespaces]
-		body, err := replicaSetPods(ctx, c, injected[rs%o.namespaces], ns, fmt.Sprintf("app-%04d", rs), replicas)
+		body, err := replicaSetPods(ctx, c, injected[rs%o.namespaces], ns, fmt.Sprintf("app-%04d", rs), int32(replicas)) //nolint:gosec // at most -pods, a pod count
+
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +194,7 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 
 // replicaSetPods creates a ReplicaSet (which no controller reconciles) and
 // returns the JSON of its pods: the injected pod, owned by it.
-func replicaSetPods(ctx context.Context, c *framework.Cluster, injected *corev1.Pod, ns, name string, replicas int) ([]byte, error) {
+func replicaSetPods(ctx context.Context, c *framework.Cluster, injected *corev1.Pod, ns, name string, replicas int32) ([]byte, error) {
 	selector := map[string]string{"app": name, "pod-template-hash": fmt.Sprintf("%x", len(ns)*7919+len(name))}
 	// The injector's labels (service.istio.io/canonical-name, ...) stay.
 	labels := maps.Clone(injected.Labels)
@@ -201,7 +202,7 @@ func replicaSetPods(ctx context.Context, c *framework.Cluster, injected *corev1.
 	rs := &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: appsv1.ReplicaSetSpec{
-			Replicas: ptr.To(int32(replicas)),
+			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: selector},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: injected.Annotations},

@@ -145,9 +145,11 @@ func count(n float64) string {
 // print writes the table.
 func (r *result) print(w io.Writer) {
 	o := r.opts
-	fmt.Fprintf(w, "\nupgrade controller at scale: %s (%s) %s\n", r.injector, r.version, r.built)
+	_, _ = fmt.Fprintf(w, "\nupgrade controller at scale: %s (%s) %s\n", r.injector, r.version, r.built)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row := func(k, format string, args ...any) {
+		_, _ = fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...))
+	}
 	if p := r.pop; p != nil {
 		row("pods", "%d injected: %d in %d ReplicaSets, %d bare; %d namespaces; %.1f kB of JSON each",
 			o.pods, p.ownedPods, p.replicaSets, p.barePods, p.namespaces, float64(p.podBytes)/1000)
@@ -216,6 +218,6 @@ func (r *result) print(w io.Writer) {
 	row("injector", "%s", r.exit)
 	_ = tw.Flush()
 	for _, n := range r.notes {
-		fmt.Fprintln(w, "note:", n)
+		_, _ = fmt.Fprintln(w, "note:", n)
 	}
 }
