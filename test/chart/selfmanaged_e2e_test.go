@@ -39,6 +39,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -62,9 +63,6 @@ const (
 // with the caBundle the injector patched in. While pods are created continuously, the serving
 // certificate rotates, then the CA does; no pod creation may fail and every pod must be injected.
 func TestSelfManagedModeEndToEnd(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" && os.Getenv("CI") != "true" {
-		t.Skip("set KUBEBUILDER_ASSETS to the control-plane binaries (bin/k8s), or CI=true, to run the self-managed end-to-end test")
-	}
 	assets := assetsDir(t)
 	helmBinary(t)
 	hostIP := hostAddress(t)
@@ -479,12 +477,7 @@ func flagValue(t *testing.T, args []string, name string) string {
 // CI=true.
 func hostAddress(t *testing.T) net.IP {
 	t.Helper()
-	fail := func(msg string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	fail := func(msg string) { testenv.SkipOrFail(t, "%s", msg) }
 	if os.Geteuid() != 0 {
 		fail("needs root to create a bridge for the webhook's endpoint address")
 	}
