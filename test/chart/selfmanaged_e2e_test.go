@@ -28,14 +28,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -70,60 +67,18 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	start := time.Now()
 	work := t.TempDir()
 
-	// Build the injector while the control plane starts.
-	type build struct {
-		binary string
-		err    error
-	}
-	built := make(chan build, 1)
-	repo := repoRoot(t)
-	go func() {
-		b, err := framework.BuildInjector(repo, work)
-		built <- build{b, err}
-	}()
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 2 * time.Minute}
-	apiserver := env.ControlPlane.GetAPIServer()
-	// Webhook Services resolve to their endpoints, not the ClusterIP, which nothing routes here.
-	apiserver.Configure().Set("enable-aggregator-routing", "true")
-	// envtest disables the ServiceAccount admission plugin; real clusters run it.
-	apiserver.Configure().Disable("disable-admission-plugins")
-	cfg, err := env.Start()
-	b := <-built
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	cfg.QPS, cfg.Burst = -1, 0
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster := startChartCluster(t, assets, work)
+	admin, cfg := cluster.admin, cluster.cfg
 	ctx := t.Context()
 
 	// 1. The chart, rendered and applied as it is.
 	m := render(t, "--set", "certManager.enabled=false")
-	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNS}}); err != nil {
-		t.Fatal(err)
-	}
 	for _, o := range m.objects {
 		if !builtIn(o) {
 			t.Fatalf("the self-managed rendering has %s/%s", o.u.GetKind(), o.u.GetName())
 		}
-		if err := admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.u.DeepCopy()), client.FieldOwner("helm"), client.ForceOwnership); err != nil {
-			t.Fatalf("applying %s/%s: %v", o.u.GetKind(), o.u.GetName(), err)
-		}
 	}
+	cluster.applyChart(t, m)
 	deploy := one[appsv1.Deployment](t, m, "Deployment")
 	chartMWC := one[admissionregistrationv1.MutatingWebhookConfiguration](t, m, "MutatingWebhookConfiguration")
 	svc := &corev1.Service{}
@@ -196,7 +151,7 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Secret %s before the injector ran: %v, want NotFound", secretName, err)
 	}
-	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), b.binary, args...)
+	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,9 +315,10 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 }
 
 // injectorArgs returns the arguments of the Deployment's injector container for a process on this
-// host: --port and the bind addresses on free ports, --cert-dir an empty directory, --config-dir a
-// directory for the ConfigMap mounted there (whose name is returned), and $(VAR) references to the
-// downward API expanded. Every other argument is kept as the chart renders it.
+// host: --port and the bind addresses on free ports, --cert-dir an empty directory (where the
+// caller writes cert-manager's certificate in cert-manager mode), --config-dir a directory for the
+// ConfigMap mounted there (whose name is returned), and $(VAR) references to the downward API
+// expanded. Every other argument is kept as the chart renders it.
 func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]string, framework.InjectorOptions, string) {
 	t.Helper()
 	spec := deploy.Spec.Template.Spec
@@ -424,8 +380,9 @@ func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]strin
 		case "health-probe-bind-address":
 			a = "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(opts.ProbePort)
 		case "cert-dir":
-			if v := volume(value); v.EmptyDir == nil {
-				t.Fatalf("--cert-dir=%s is not an emptyDir in self-managed mode: %+v", value, v)
+			v := volume(value)
+			if selfManaged := slices.Contains(c.Args, "--self-managed-certs"); (selfManaged && v.EmptyDir == nil) || (!selfManaged && v.Secret == nil) {
+				t.Fatalf("--cert-dir=%s is not an emptyDir in self-managed mode or a Secret in cert-manager mode: %+v", value, v)
 			}
 			a = "--cert-dir=" + opts.CertDir
 		case "config-dir":
@@ -446,7 +403,11 @@ func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]strin
 		}
 		args = append(args, a)
 	}
-	for _, want := range []string{"port", "cert-dir", "config-dir", "namespace", "self-managed-certs", "cert-secret-name", "webhook-config-name", "service-name"} {
+	want := []string{"port", "cert-dir", "config-dir", "namespace", "metrics-bind-address", "health-probe-bind-address"}
+	if seen["self-managed-certs"] {
+		want = append(want, "cert-secret-name", "webhook-config-name", "service-name")
+	}
+	for _, want := range want {
 		if !seen[want] {
 			t.Fatalf("the Deployment does not pass --%s: %v", want, c.Args)
 		}
