@@ -315,7 +315,8 @@ func TestDeployment(t *testing.T) {
 	}
 	c := spec.Containers[0]
 	wantArgs := []string{"serve", "--port=9443", "--cert-dir=/etc/remora/certs", "--config-dir=/etc/remora/config",
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
+		"--metrics-bind-address=:8080", "--metrics-secure=true", "--metrics-cert-dir=/etc/remora/certs",
+		"--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
 		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--allow-restarts=false"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args:\n got  %q\n want %q", c.Args, wantArgs)
@@ -435,7 +436,7 @@ func TestService(t *testing.T) {
 	if !selects(t, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, d.Spec.Template.Labels) {
 		t.Errorf("Service selector %v does not select the injector pods", svc.Spec.Selector)
 	}
-	want := map[string][2]string{"https-webhook": {"443", "webhook"}, "http-metrics": {"8080", "http-metrics"}}
+	want := map[string][2]string{"https-webhook": {"443", "webhook"}, "https-metrics": {"8080", "https-metrics"}}
 	for _, p := range svc.Spec.Ports {
 		w, ok := want[p.Name]
 		if !ok || fmt.Sprint(p.Port) != w[0] || p.TargetPort.String() != w[1] {
@@ -767,13 +768,22 @@ func TestOptionalObjects(t *testing.T) {
 	if len(sm) != 1 || sm[0].u.GetAPIVersion() != "monitoring.coreos.com/v1" || sm[0].u.GetLabels()["release"] != "prom" {
 		t.Fatalf("ServiceMonitor %v", sm)
 	}
+	type endpoint struct {
+		Port            string `json:"port"`
+		Path            string `json:"path"`
+		Scheme          string `json:"scheme"`
+		BearerTokenFile string `json:"bearerTokenFile"`
+		TLSConfig       *struct {
+			CA struct {
+				Secret struct{ Name, Key string } `json:"secret"`
+			} `json:"ca"`
+			ServerName string `json:"serverName"`
+		} `json:"tlsConfig"`
+	}
 	type smSpec struct {
 		Spec struct {
 			Selector  metav1.LabelSelector `json:"selector"`
-			Endpoints []struct {
-				Port string `json:"port"`
-				Path string `json:"path"`
-			} `json:"endpoints"`
+			Endpoints []endpoint           `json:"endpoints"`
 		} `json:"spec"`
 	}
 	s := &smSpec{}
@@ -781,8 +791,23 @@ func TestOptionalObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := one[corev1.Service](t, m, "Service")
-	if !selects(t, &s.Spec.Selector, svc.Labels) || len(s.Spec.Endpoints) != 1 || s.Spec.Endpoints[0].Port != "http-metrics" || s.Spec.Endpoints[0].Path != "/metrics" {
-		t.Errorf("ServiceMonitor spec %+v does not scrape the Service's http-metrics port", s.Spec)
+	if !selects(t, &s.Spec.Selector, svc.Labels) || len(s.Spec.Endpoints) != 1 {
+		t.Fatalf("ServiceMonitor spec %+v does not select the Service with one endpoint", s.Spec)
+	}
+	// Over TLS, verified with the serving certificate's CA for the Service's name, with a bearer token.
+	e := s.Spec.Endpoints[0]
+	if e.Port != "https-metrics" || e.Path != "/metrics" || e.Scheme != "https" || e.BearerTokenFile != "/var/run/secrets/kubernetes.io/serviceaccount/token" ||
+		e.TLSConfig == nil || e.TLSConfig.CA.Secret.Name != volumeSecret(d) || e.TLSConfig.CA.Secret.Key != "ca.crt" ||
+		e.TLSConfig.ServerName != svc.Name+"."+releaseNS+".svc" {
+		t.Errorf("ServiceMonitor endpoint %+v: want https on https-metrics with the bearer token, verified with %s's ca.crt for %s.%s.svc",
+			e, volumeSecret(d), svc.Name, releaseNS)
+	}
+	plain := render(t, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.secure=false")
+	if args := one[appsv1.Deployment](t, plain, "Deployment").Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--metrics-secure=false") {
+		t.Errorf("metrics.secure=false: args %q lack --metrics-secure=false", args)
+	}
+	if raw := string(plain.all("ServiceMonitor")[0].raw); !strings.Contains(raw, "port: http-metrics") || !strings.Contains(raw, "scheme: http\n") || strings.Contains(raw, "bearerTokenFile") {
+		t.Errorf("metrics.secure=false: ServiceMonitor\n%s\nwant plain http on http-metrics", raw)
 	}
 
 	np := one[networkingv1.NetworkPolicy](t, m, "NetworkPolicy")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,8 +67,8 @@ func TestRBACEndToEnd(t *testing.T) {
 			features{upgrade: true, leader: true, restarts: true}},
 		{"cert-manager, restarts in two namespaces, no leader election",
 			features{certManager: true, upgrade: true, restarts: true, restartNamespaces: []string{shopNS, billingNS}}},
-		{"self-managed certificates, webhook only",
-			features{}},
+		{"self-managed certificates, webhook only, metrics over plain HTTP",
+			features{insecureMetrics: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { runRBACCase(t, assets, tc.f) })
@@ -92,7 +93,7 @@ func runRBACCase(t *testing.T, assets string, f features) {
 		t.Fatal(err)
 	}
 
-	m := render(t, f.args()...)
+	m := render(t, append(f.args(), scraperValues()...)...)
 	cluster.applyChart(t, m)
 	deploy := one[appsv1.Deployment](t, m, "Deployment")
 	args, opts, configMapName := injectorArgs(t, deploy, work)
@@ -107,12 +108,14 @@ func runRBACCase(t *testing.T, assets string, f features) {
 	if err := framework.WriteAtomically(opts.ConfigDir, files); err != nil {
 		t.Fatal(err)
 	}
+	var caPool *x509.CertPool // verifies the serving certificate, which /metrics serves too
 	if f.certManager {
 		// What cert-manager would write into the mounted Secret.
 		ca, err := framework.NewCA()
 		if err != nil {
 			t.Fatal(err)
 		}
+		caPool = ca.Pool()
 		serving, err := ca.Issue()
 		if err != nil {
 			t.Fatal(err)
@@ -154,7 +157,9 @@ func runRBACCase(t *testing.T, assets string, f features) {
 		t.Errorf("admission of a pod in an unknown namespace: %q, want the namespace reported not found", msg)
 	}
 
+	metricsServerName := "127.0.0.1" // the certificate written above
 	if !f.certManager {
+		metricsServerName = flagValue(t, args, "service-name") + "." + releaseNS + ".svc"
 		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
 		name := flagValue(t, args, "webhook-config-name")
 		if err := admin.Get(ctx, client.ObjectKey{Name: name}, mwc); err != nil {
@@ -165,7 +170,10 @@ func runRBACCase(t *testing.T, assets string, f features) {
 				t.Errorf("self-managed certificates: webhook %s has no caBundle", w.Name)
 			}
 		}
+		caPool = x509.NewCertPool()
+		caPool.AppendCertsFromPEM(mwc.Webhooks[0].ClientConfig.CABundle)
 	}
+	checkMetricsAccess(t, admin, inj, f, caPool, metricsServerName)
 
 	if f.upgrade && f.leader {
 		lease := &coordinationv1.Lease{}
@@ -253,6 +261,46 @@ func runRBACCase(t *testing.T, assets string, f features) {
 		t.Errorf("the injector was refused something: %s", l)
 	}
 	t.Logf("%v: passed in %v", f, time.Since(start).Round(time.Millisecond))
+}
+
+// checkMetricsAccess reads /metrics as the chart sets it up. Secure (the default): over HTTPS with
+// the serving certificate, and the API server decides who may read: no token gets 401, the token
+// of a ServiceAccount without the metrics-reader ClusterRole 403, the token of one bound to it by
+// metrics.readers the metrics. With metrics.secure=false: plain HTTP, to anyone.
+func checkMetricsAccess(t *testing.T, admin client.Client, inj *framework.Injector, f features, roots *x509.CertPool, serverName string) {
+	t.Helper()
+	ctx := t.Context()
+	const metric = "remora_injections_total"
+	if f.insecureMetrics {
+		code, body, err := inj.MetricsAs(ctx, "")
+		if err != nil || code != http.StatusOK || !strings.Contains(body, metric) {
+			t.Errorf("plain HTTP /metrics: %d %v, want 200 with %s", code, err, metric)
+		}
+		t.Logf("metrics.secure=false: GET %s without a token: %d", inj.MetricsURL(), code)
+		return
+	}
+	inj.Opts.MetricsToken = "set" // https
+	inj.Opts.MetricsRoots, inj.Opts.MetricsServerName = roots, serverName
+	cases := []struct {
+		who   string
+		token string
+		want  int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"a ServiceAccount without the metrics-reader ClusterRole", serviceAccountToken(t, admin, releaseNS, "nosy", true), http.StatusForbidden},
+		{"the ServiceAccount in metrics.readers", serviceAccountToken(t, admin, releaseNS, "scraper", true), http.StatusOK},
+	}
+	for _, c := range cases {
+		code, body, err := inj.MetricsAs(ctx, c.token)
+		if err != nil {
+			t.Errorf("GET /metrics as %s: %v", c.who, err)
+			continue
+		}
+		if code != c.want || (c.want == http.StatusOK) != strings.Contains(body, metric) {
+			t.Errorf("GET /metrics as %s: %d, %d bytes; want %d, with %s only on 200", c.who, code, len(body), c.want, metric)
+		}
+		t.Logf("GET %s as %s: %d (%d bytes, verified for %s)", inj.MetricsURL(), c.who, code, len(body), serverName)
+	}
 }
 
 // forbiddenLine matches a log line about a request the API server refused.

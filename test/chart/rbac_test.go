@@ -15,11 +15,15 @@ import (
 const (
 	rbacTableBegin = "<!-- BEGIN RBAC TABLE -->"
 	rbacTableEnd   = "<!-- END RBAC TABLE -->"
+	// metricsReaderScope holds the rules of the ClusterRole for scrapers, which the injector never has.
+	metricsReaderScope = "metrics-reader"
 )
 
 // features are the chart values that decide which RBAC rules exist.
 type features struct {
 	certManager, upgrade, leader, restarts bool
+	// insecureMetrics is metrics.secure=false.
+	insecureMetrics bool
 	// restartNamespaces is restartOutdated.namespaces.
 	restartNamespaces []string
 }
@@ -37,6 +41,7 @@ func (f features) String() string {
 	add(f.upgrade, "upgrade")
 	add(f.leader, "leader")
 	add(f.restarts, "restarts")
+	add(!f.insecureMetrics, "secure-metrics")
 	if len(f.restartNamespaces) > 0 {
 		parts = append(parts, "in-"+strings.Join(f.restartNamespaces, "+"))
 	}
@@ -50,6 +55,7 @@ func (f features) args() []string {
 		"--set", fmt.Sprintf("upgradeController.enabled=%v", f.upgrade),
 		"--set", fmt.Sprintf("leaderElection.enabled=%v", f.leader),
 		"--set", fmt.Sprintf("restartOutdated.enabled=%v", f.restarts),
+		"--set", fmt.Sprintf("metrics.secure=%v", !f.insecureMetrics),
 	}
 	if len(f.restartNamespaces) > 0 {
 		args = append(args, "--set", "restartOutdated.namespaces={"+strings.Join(f.restartNamespaces, ",")+"}")
@@ -65,7 +71,9 @@ func allFeatureCombinations() []features {
 			for _, le := range []bool{true, false} {
 				for _, rs := range []bool{true, false} {
 					for _, nss := range [][]string{nil, {"shop", "billing"}} {
-						out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss})
+						for _, insecure := range []bool{false, true} {
+							out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss, insecureMetrics: insecure})
+						}
 					}
 				}
 			}
@@ -81,6 +89,7 @@ var conditions = map[string]func(features) bool{
 	"`upgradeController.enabled and leaderElection.enabled`":  func(f features) bool { return f.upgrade && f.leader },
 	"`upgradeController.enabled and restartOutdated.enabled`": func(f features) bool { return f.upgrade && f.restarts },
 	"`certManager.enabled=false`":                             func(f features) bool { return !f.certManager },
+	"`metrics.secure`":                                        func(f features) bool { return !f.insecureMetrics },
 }
 
 // permission is one verb on one resource (and name) in one place: "cluster" or "ns:NAMESPACE".
@@ -148,7 +157,7 @@ func readRBACTable(t *testing.T) []tableRule {
 		if _, ok := conditions[r.when]; !ok {
 			t.Fatalf("RBAC table row %d: unknown condition %q", r.line, r.when)
 		}
-		if !slices.Contains([]string{"cluster", "release namespace", "restart"}, r.where) {
+		if !slices.Contains([]string{"cluster", "release namespace", "restart", metricsReaderScope}, r.where) {
 			t.Fatalf("RBAC table row %d: unknown place %q", r.line, r.where)
 		}
 		if len(r.groups) != 1 || len(r.resources) == 0 || len(r.verbs) == 0 || len(r.why) < 20 {
@@ -171,8 +180,8 @@ func expectedPermissions(rules []tableRule, f features) map[permission]string {
 		}
 		var scopes []string
 		switch r.where {
-		case "cluster":
-			scopes = []string{"cluster"}
+		case "cluster", metricsReaderScope:
+			scopes = []string{r.where}
 		case "release namespace":
 			scopes = []string{"ns:" + releaseNS}
 		case "restart":
@@ -208,7 +217,13 @@ func renderedPermissions(t *testing.T, m *manifests) map[permission]bool {
 	t.Helper()
 	sa := one[corev1.ServiceAccount](t, m, "ServiceAccount")
 	clusterRoles := map[string][]rbacv1.PolicyRule{}
+	var reader []rbacv1.PolicyRule
+	readerName := releaseName + "-metrics-reader"
 	for _, o := range m.all("ClusterRole") {
+		if o.u.GetName() == readerName {
+			reader = decode[rbacv1.ClusterRole](t, o).Rules
+			continue
+		}
 		clusterRoles[o.u.GetName()] = decode[rbacv1.ClusterRole](t, o).Rules
 	}
 	roles := map[string][]rbacv1.PolicyRule{} // namespace/name
@@ -246,8 +261,21 @@ func renderedPermissions(t *testing.T, m *manifests) map[permission]bool {
 			t.Errorf("%s %s: subjects %+v, want the ServiceAccount %s/%s only", kind, name, subjects, releaseNS, sa.Name)
 		}
 	}
+	for _, r := range reader {
+		if len(r.Resources) > 0 || len(r.APIGroups) > 0 || len(r.ResourceNames) > 0 {
+			t.Errorf("%s has a resource rule %+v", readerName, r)
+		}
+		for _, u := range r.NonResourceURLs {
+			for _, v := range r.Verbs {
+				out[permission{metricsReaderScope, "-", u, "", v}] = true
+			}
+		}
+	}
 	for _, o := range m.all("ClusterRoleBinding") {
 		b := decode[rbacv1.ClusterRoleBinding](t, o)
+		if b.RoleRef.Name == readerName {
+			continue // bound to metrics.readers, never to the injector (TestMetricsReaders)
+		}
 		checkSubjects("ClusterRoleBinding", b.Name, b.Subjects)
 		rules, ok := clusterRoles[b.RoleRef.Name]
 		if b.RoleRef.Kind != "ClusterRole" || !ok {
@@ -263,6 +291,9 @@ func renderedPermissions(t *testing.T, m *manifests) map[permission]bool {
 		var ok bool
 		switch b.RoleRef.Kind {
 		case "ClusterRole":
+			if b.RoleRef.Name == readerName {
+				t.Errorf("RoleBinding %s/%s binds %s", b.Namespace, b.Name, readerName)
+			}
 			rules, ok = clusterRoles[b.RoleRef.Name]
 			bound["ClusterRole/"+b.RoleRef.Name] = true
 		case "Role":
@@ -331,4 +362,31 @@ func TestRBAC(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMetricsReaders: metrics.readers are bound to the metrics-reader ClusterRole, and only they.
+func TestMetricsReaders(t *testing.T) {
+	t.Parallel()
+	m := render(t, "--set", "metrics.readers[0].kind=ServiceAccount", "--set", "metrics.readers[0].name=prometheus-k8s",
+		"--set", "metrics.readers[0].namespace=monitoring")
+	var found bool
+	for _, o := range m.all("ClusterRoleBinding") {
+		b := decode[rbacv1.ClusterRoleBinding](t, o)
+		if b.RoleRef.Name != releaseName+"-metrics-reader" {
+			continue
+		}
+		found = true
+		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus-k8s", Namespace: "monitoring"}}
+		if !slices.Equal(b.Subjects, want) {
+			t.Errorf("metrics-reader subjects %+v, want %+v", b.Subjects, want)
+		}
+	}
+	if !found {
+		t.Error("no ClusterRoleBinding of the metrics-reader ClusterRole for metrics.readers")
+	}
+	for _, o := range render(t).all("ClusterRoleBinding") {
+		if o.u.GetName() == releaseName+"-metrics-reader" {
+			t.Error("a metrics-reader ClusterRoleBinding without metrics.readers")
+		}
+	}
 }

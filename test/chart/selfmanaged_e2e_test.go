@@ -72,7 +72,7 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	ctx := t.Context()
 
 	// 1. The chart, rendered and applied as it is.
-	m := render(t, "--set", "certManager.enabled=false")
+	m := render(t, append([]string{"--set", "certManager.enabled=false"}, scraperValues()...)...)
 	for _, o := range m.objects {
 		if !builtIn(o) {
 			t.Fatalf("the self-managed rendering has %s/%s", o.u.GetKind(), o.u.GetName())
@@ -288,7 +288,12 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	t.Logf("%d pods created through the API server during the rotations, %d failed or not injected; creation p50 %v, p99 %v, max %v",
 		len(all), len(failures), quantile(0.5), quantile(0.99), quantile(1))
 
-	// The injector counted every admission it injected.
+	// The injector counted every admission it injected: /metrics over HTTPS, with the serving
+	// certificate, read with the token of the ServiceAccount bound to the metrics-reader ClusterRole.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(readBundle(ctx, t, admin, configName))
+	inj.Opts.MetricsToken = serviceAccountToken(t, admin, releaseNS, "scraper", true)
+	inj.Opts.MetricsRoots, inj.Opts.MetricsServerName = roots, dnsName
 	text, err := inj.Metrics(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -377,6 +382,11 @@ func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]strin
 			a = "--port=" + strconv.Itoa(opts.Port)
 		case "metrics-bind-address":
 			a = "--metrics-bind-address=127.0.0.1:" + strconv.Itoa(opts.MetricsPort)
+		case "metrics-cert-dir":
+			if i := slices.Index(c.Args, "--cert-dir="+value); i < 0 {
+				t.Fatalf("--metrics-cert-dir=%s is not the webhook's --cert-dir: %v", value, c.Args)
+			}
+			a = "--metrics-cert-dir=" + opts.CertDir
 		case "health-probe-bind-address":
 			a = "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(opts.ProbePort)
 		case "cert-dir":
@@ -471,13 +481,17 @@ func hostAddress(t *testing.T) net.IP {
 	return ip.To4()
 }
 
-// serviceAccountKubeconfig writes a kubeconfig that authenticates as ServiceAccount ns/name with
-// a token from the TokenRequest API, and returns its path.
-func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Config, ns, name, dir string) string {
+// serviceAccountToken returns a token of ServiceAccount ns/name from the TokenRequest API,
+// creating the ServiceAccount first when create is set.
+func serviceAccountToken(t *testing.T, admin client.Client, ns, name string, create bool) string {
 	t.Helper()
-	sa := &corev1.ServiceAccount{}
-	if err := admin.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, sa); err != nil {
-		t.Fatalf("the chart's ServiceAccount: %v", err)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if create {
+		if err := admin.Create(t.Context(), sa); err != nil {
+			t.Fatalf("creating ServiceAccount %s/%s: %v", ns, name, err)
+		}
+	} else if err := admin.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, sa); err != nil {
+		t.Fatalf("ServiceAccount %s/%s: %v", ns, name, err)
 	}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
 	if err := admin.SubResource("token").Create(t.Context(), sa, tr); err != nil {
@@ -486,9 +500,24 @@ func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Confi
 	if tr.Status.Token == "" {
 		t.Fatal("the TokenRequest returned no token")
 	}
+	return tr.Status.Token
+}
+
+// scraperValues are the chart values that bind the metrics-reader ClusterRole to ServiceAccount
+// releaseNS/scraper, whose token then reads the injector's metrics.
+func scraperValues() []string {
+	return []string{"--set", "metrics.readers[0].kind=ServiceAccount", "--set", "metrics.readers[0].name=scraper",
+		"--set", "metrics.readers[0].namespace=" + releaseNS}
+}
+
+// serviceAccountKubeconfig writes a kubeconfig that authenticates as ServiceAccount ns/name with
+// a token from the TokenRequest API, and returns its path.
+func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Config, ns, name, dir string) string {
+	t.Helper()
+	token := serviceAccountToken(t, admin, ns, name, false)
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
 	kc.Contexts["sa"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: name, Namespace: ns}
 	kc.CurrentContext = "sa"
 	path := filepath.Join(dir, "serviceaccount.kubeconfig")

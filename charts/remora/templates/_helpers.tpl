@@ -195,3 +195,10 @@ restarts: the companion controller may patch workloads.
 {{- define "remora.restarts" -}}
 {{- if and .Values.upgradeController.enabled .Values.restartOutdated.enabled }}true{{ end }}
 {{- end }}
+
+{{/*
+Name of the metrics port: https-metrics, or http-metrics with metrics.secure false.
+*/}}
+{{- define "remora.metricsPortName" -}}
+{{- if .Values.metrics.secure }}https-metrics{{ else }}http-metrics{{ end }}
+{{- end }}
