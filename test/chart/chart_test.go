@@ -11,8 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -814,15 +817,51 @@ func TestOptionalObjects(t *testing.T) {
 	if !selects(t, &np.Spec.PodSelector, d.Spec.Template.Labels) {
 		t.Error("NetworkPolicy does not select the injector pods")
 	}
-	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(np.Spec.Ingress) != 2 {
-		t.Fatalf("NetworkPolicy %+v, want two ingress rules", np.Spec)
+	prometheus := []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{},
+		PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}}}}
+	// Defaults: the API server's addresses are unknown, so the webhook port and the egress ports are
+	// open to any address; metrics only to Prometheus.
+	assertNetworkPolicy(t, np, nil, []int{443, 6443}, prometheus)
+
+	apiServer := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.10/32"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.11/32"}}}
+	scraper := []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}}
+	restricted := render(t, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer[0].ipBlock.cidr=10.0.0.10/32",
+		"--set", "networkPolicy.apiServer[1].ipBlock.cidr=10.0.0.11/32", "--set", "networkPolicy.apiServerPorts={6443}",
+		"--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring")
+	assertNetworkPolicy(t, one[networkingv1.NetworkPolicy](t, restricted, "NetworkPolicy"), apiServer, []int{6443}, scraper)
+
+	// No scrapers: nothing may reach metrics.
+	closed := render(t, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.metricsFrom=null")
+	assertNetworkPolicy(t, one[networkingv1.NetworkPolicy](t, closed, "NetworkPolicy"), nil, []int{443, 6443}, nil)
+}
+
+// assertNetworkPolicy checks that the policy allows exactly: the API server (apiServer; nil: any
+// address) to the webhook port 9443, the scrapers (nil: none) to metrics on 8080, and the injector
+// to the API server on apiServerPorts; nothing else in or out.
+func assertNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, apiServer []networkingv1.NetworkPolicyPeer, apiServerPorts []int,
+	scrapers []networkingv1.NetworkPolicyPeer) {
+	t.Helper()
+	tcp := corev1.ProtocolTCP
+	ports := func(ns ...int) []networkingv1.NetworkPolicyPort {
+		var out []networkingv1.NetworkPolicyPort
+		for _, n := range ns {
+			out = append(out, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(int32(n)))})
+		}
+		return out
 	}
-	webhook, metrics := np.Spec.Ingress[0], np.Spec.Ingress[1]
-	if len(webhook.From) != 0 || len(webhook.Ports) != 1 || webhook.Ports[0].Port.IntValue() != 9443 {
-		t.Errorf("webhook rule %+v, want 9443 from anywhere", webhook)
+	want := networkingv1.NetworkPolicySpec{
+		PodSelector: np.Spec.PodSelector,
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: ports(9443), From: apiServer}},
+		Egress:      []networkingv1.NetworkPolicyEgressRule{{Ports: ports(apiServerPorts...), To: apiServer}},
 	}
-	if len(metrics.From) == 0 || len(metrics.Ports) != 1 || metrics.Ports[0].Port.IntValue() != 8080 {
-		t.Errorf("metrics rule %+v, want 8080 from the configured peers", metrics)
+	if scrapers != nil {
+		want.Ingress = append(want.Ingress, networkingv1.NetworkPolicyIngressRule{Ports: ports(8080), From: scrapers})
+	}
+	if !equality.Semantic.DeepEqual(np.Spec, want) {
+		got, _ := yaml.Marshal(np.Spec)
+		exp, _ := yaml.Marshal(want)
+		t.Errorf("NetworkPolicy spec:\n%s\nwant:\n%s", got, exp)
 	}
 }
 
