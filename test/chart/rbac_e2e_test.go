@@ -93,7 +93,9 @@ func runRBACCase(t *testing.T, assets string, f features) {
 		t.Fatal(err)
 	}
 
-	m := render(t, append(f.args(), scraperValues()...)...)
+	// Room for both workloads' restarts at once: a restart's rollout never finishes here (no
+	// controller-manager), and holds its slot.
+	m := render(t, append(append(f.args(), scraperValues()...), "--set", "restartOutdated.maxConcurrentRestarts=2")...)
 	cluster.applyChart(t, m)
 	deploy := one[appsv1.Deployment](t, m, "Deployment")
 	args, opts, configMapName := injectorArgs(t, deploy, work)
