@@ -7,6 +7,11 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -s -w -X github.com/remora-mesh/remora/pkg/version.Version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 HELM_VERSION          ?= v3.22.0
+# hack/suite.sh runs a suite and records whether it passed and which tests it skipped, and why.
+SUITE       := hack/suite.sh
+# What `make test` runs, in order; it ends with hack/suite-summary.sh's report of each.
+SUITES      := vet lint test-unit test-netns test-e2e test-e2e-node test-e2e-realpods fuzz
+SUITE_DIR   := $(BIN)/suites
 
 .DEFAULT_GOAL := help
 
@@ -24,11 +29,11 @@ fmt: ## Format the Go code
 
 .PHONY: vet
 vet: ## Run go vet
-	$(GO) vet ./...
+	$(SUITE) vet $(GO) vet ./...
 
 .PHONY: test-unit
 test-unit: envtest-bins helm ## Run the unit, golden, conformance and chart tests (some start a real kube-apiserver)
-	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 ./pkg/... ./cmd/... ./hack/mkimage/... ./test/images/... ./test/conformance/... ./test/chart/...
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(SUITE) test-unit $(GO) test -count=1 ./pkg/... ./cmd/... ./internal/... ./hack/mkimage/... ./test/images/... ./test/conformance/... ./test/chart/...
 
 .PHONY: conformance
 conformance: ## Run Istio's injection corpus field for field: the count, kept differences, extras and any diff
@@ -37,24 +42,23 @@ conformance: ## Run Istio's injection corpus field for field: the count, kept di
 FUZZTIME ?= 20
 .PHONY: fuzz
 fuzz: ## Run every fuzz target of the module for FUZZTIME seconds each (default 20); fails on a finding
-	hack/fuzz.sh $(FUZZTIME)
+	$(SUITE) fuzz hack/fuzz.sh $(FUZZTIME)
 
-.PHONY: test
 .PHONY: test-netns
 test-netns: ## Run the traffic-capture test in real network namespaces (root)
-	$(GO) test -count=1 ./test/e2e/netns/...
+	$(SUITE) test-netns $(GO) test -count=1 ./test/e2e/netns/...
 
 .PHONY: test-e2e
 test-e2e: envtest-bins ## Run the webhook end-to-end tests against a real control plane (15-60 s)
-	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v ./test/e2e/ ./test/e2e/framework/
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(SUITE) test-e2e $(GO) test -count=1 -v ./test/e2e/ ./test/e2e/framework/
 
 .PHONY: test-e2e-node
 test-e2e-node: envtest-bins ## Run the real-pod e2e tests on a one-node cluster (root; containerd, runc, CNI plugins)
-	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 20m ./test/e2e/node/
+	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(SUITE) test-e2e-node $(GO) test -count=1 -v -timeout 20m ./test/e2e/node/
 
 .PHONY: test-e2e-realpods
 test-e2e-realpods: envtest-bins ## Run the webhook's six scenarios and the start-latency measurement on real pods (root; 2.5-5 min)
-	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 30m ./test/e2e/realpods/
+	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(SUITE) test-e2e-realpods $(GO) test -count=1 -v -timeout 30m ./test/e2e/realpods/
 
 .PHONY: node-up
 node-up: envtest-bins ## Start the one-node e2e cluster for manual work until Ctrl-C (root)
@@ -65,8 +69,10 @@ local-cluster: envtest-bins ## Run a local control plane with the injector and e
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
 
 .PHONY: test
-test: vet lint test-unit test-netns test-e2e test-e2e-node test-e2e-realpods ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, 10 s of each fuzzer)
-	$(MAKE) fuzz FUZZTIME=10
+test: ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, 10 s of each fuzzer); ends with which suites ran, were skipped and why
+	@rm -rf $(SUITE_DIR) && mkdir -p $(SUITE_DIR)
+	@REMORA_SUITE_DIR=$(SUITE_DIR) $(MAKE) --no-print-directory -k $(SUITES) FUZZTIME=10; rc=$$?; \
+	    hack/suite-summary.sh $(SUITE_DIR) $(SUITES) || rc=1; exit $$rc
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts (engine, patch, admission side by side with the floor)
@@ -124,4 +130,4 @@ $(BIN)/golangci-lint:
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (pinned, installed into ./bin)
-	$(BIN)/golangci-lint run --timeout 10m ./...
+	$(SUITE) lint $(BIN)/golangci-lint run --timeout 10m ./...

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -70,6 +71,8 @@ type serveOptions struct {
 	certDir           string
 	configDir         string
 	metricsAddr       string
+	metricsSecure     bool
+	metricsCertDir    string
 	probeAddr         string
 	namespace         string
 	revision          string
@@ -87,6 +90,8 @@ type serveOptions struct {
 	caValidity        time.Duration
 	// The companion controller (pkg/upgrade).
 	restartOutdated       bool
+	allowRestarts         bool
+	restartNamespaces     []string
 	maxConcurrentRestarts int
 	maintenanceWindow     string
 	upgradeController     bool
@@ -115,7 +120,9 @@ read from --config-dir (a mounted ConfigMap with values.yaml, mesh.yaml and
 *.tmpl) and reloaded when it changes; an invalid change is rejected and the
 last good configuration keeps serving. Without --config-dir the embedded
 defaults are used. Metrics are served on --metrics-bind-address at /metrics,
-liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
+over HTTPS to callers the API server authenticates and authorizes (get on
+the non-resource URL /metrics) unless --metrics-secure=false; liveness and
+readiness on --health-probe-bind-address at /healthz and /readyz.`,
 		Example: `  # In a pod, with the certificate and configuration mounted:
   injector serve --cert-dir=/etc/remora/certs --config-dir=/etc/remora/config
 
@@ -136,6 +143,8 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
 	f.StringVar(&o.configDir, "config-dir", "", "injection configuration directory (values.yaml, mesh.yaml, *.tmpl), watched for changes; empty: the embedded defaults")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus /metrics endpoint; "0" disables it`)
+	f.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve /metrics over HTTPS and let only callers the API server authenticates (TokenReview) and authorizes for get on the non-resource URL /metrics (SubjectAccessReview) read it; false serves plain HTTP to anyone who can connect")
+	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory with tls.crt and tls.key for the HTTPS /metrics endpoint, reloaded when they change; empty: a self-signed certificate generated at start (with --metrics-secure)")
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the injector's own namespace: never injected, holds the leader election Lease and the self-managed certificate Secret (default $POD_NAMESPACE)")
 	f.StringVar(&o.revision, "revision", "", "Istio revision (istio.io/rev) this injector serves; overrides the values' revision when set")
@@ -153,6 +162,8 @@ liveness and readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.DurationVar(&o.caValidity, "self-managed-ca-validity", selfcert.DefaultCAValidity, "lifetime of the self-managed CA, rotated when a third of it remains; the previous CA stays in the caBundle until it expires (with --self-managed-certs)")
 	f.BoolVar(&o.upgradeController, "upgrade-controller", true, "run the companion controller that reports (and, where opted in, restarts) workloads whose pods were injected with an outdated configuration; only the leader acts")
 	f.BoolVar(&o.restartOutdated, "restart-outdated", false, "opt every workload in to rolling restarts when its sidecars are outdated (namespaces and workloads opt in or out with the annotation remora.io/restart-outdated)")
+	f.BoolVar(&o.allowRestarts, "allow-restarts", true, "let the companion controller rolling-restart workloads that opted in; false: it only reports them (and needs no right to patch workloads)")
+	f.StringSliceVar(&o.restartNamespaces, "restart-namespaces", nil, "restart workloads in these namespaces only (comma-separated; where the injector may patch them); empty: every namespace")
 	f.IntVar(&o.maxConcurrentRestarts, "max-concurrent-restarts", 1, "at most this many workloads restarting at once, cluster-wide (per revision)")
 	f.StringVar(&o.maintenanceWindow, "maintenance-window", "", "restart only inside this daily UTC window, such as 02:00-04:00 (empty: any time)")
 	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", defaultKubeAPIQPS, "client-side limit of requests per second to the API server (every client of the process, in-cluster or with --kubeconfig)")
@@ -272,7 +283,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 	gracePeriod := o.shutdownDelay + drainTimeout
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                o.metricsOptions(),
 		HealthProbeBindAddress: o.probeAddr,
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Port:    o.port,
@@ -334,6 +345,8 @@ func (o *serveOptions) run(ctx context.Context) error {
 			Config:                watcher.Current,
 			Changes:               watcher.Changes(),
 			RestartOutdated:       o.restartOutdated,
+			ReportOnly:            !o.allowRestarts,
+			RestartNamespaces:     o.restartNamespaces,
 			MaxConcurrentRestarts: o.maxConcurrentRestarts,
 			MaintenanceWindow:     window,
 			Revision:              o.revision,
@@ -394,7 +407,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
 
-	setupLog.Info("Serving", "port", o.port, "paths", []string{injectPath, injectPrefix}, "certDir", o.certDir,
+	setupLog.Info("Serving", "port", o.port, "metrics", o.metricsAddr, "metricsSecure", o.metricsSecure, "paths", []string{injectPath, injectPrefix}, "certDir", o.certDir,
 		"nativeSidecars", native, "ownNamespace", o.namespace, "http2", o.enableHTTP2, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
@@ -403,7 +416,22 @@ func (o *serveOptions) run(ctx context.Context) error {
 	return nil
 }
 
-// tlsOptions hardens the webhook server's TLS configuration.
+// metricsOptions configure the /metrics server: by default HTTPS, with each
+// request's bearer token authenticated and its get on /metrics authorized by
+// the API server, as the kubebuilder scaffold does.
+func (o *serveOptions) metricsOptions() metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.metricsAddr}
+	if !o.metricsSecure {
+		return opts
+	}
+	opts.SecureServing = true
+	opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	opts.CertDir = o.metricsCertDir
+	opts.TLSOpts = []func(*tls.Config){o.tlsOptions}
+	return opts
+}
+
+// tlsOptions hardens the TLS configuration of the webhook and metrics servers.
 func (o *serveOptions) tlsOptions(c *tls.Config) {
 	c.MinVersion = tls.VersionTLS12
 	// TLS 1.2 with forward secrecy and AEAD only (TLS 1.3 suites are fixed).

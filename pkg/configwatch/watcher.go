@@ -60,6 +60,8 @@ type Options struct {
 type Watcher struct {
 	opts    Options
 	current atomic.Pointer[templates.Config]
+	// watching is set while the fsnotify watch on the directory is in place.
+	watching atomic.Bool
 
 	// mu serialises reloads and guards lastErr.
 	mu      sync.Mutex
@@ -114,6 +116,10 @@ func (w *Watcher) Checker(_ *http.Request) error {
 	return nil
 }
 
+// Watching reports whether the configuration directory is watched, so that a
+// change is seen at once; otherwise only the periodic re-check sees it.
+func (w *Watcher) Watching() bool { return w.watching.Load() }
+
 // NeedLeaderElection returns false: every replica serves admissions and so
 // needs its own current configuration.
 func (w *Watcher) NeedLeaderElection() bool { return false }
@@ -149,6 +155,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 			return
 		}
 		watching = true
+		w.watching.Store(true)
 	}
 	watch()
 	logger.Info("Watching the configuration", "hash", w.Current().Hash, "resyncInterval", w.opts.ResyncInterval)
@@ -171,6 +178,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 			if ev.Name == w.opts.Dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
 				// The directory itself went away: the watch is gone.
 				watching = false
+				w.watching.Store(false)
 			}
 			debounce.Reset(w.opts.Debounce)
 		case err, ok := <-fsw.Errors:

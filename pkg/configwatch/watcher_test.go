@@ -40,8 +40,11 @@ func startWatcher(t *testing.T, w *Watcher) {
 			t.Errorf("Start returned %v", err)
 		}
 	})
-	// Give the watcher time to add its fsnotify watch before files change.
-	time.Sleep(50 * time.Millisecond)
+	// Files changed before the fsnotify watch is added would be seen only
+	// at the hourly re-check.
+	if w.opts.Dir != "" {
+		waitFor(t, "the watcher to watch the directory", w.Watching)
+	}
 }
 
 // waitFor polls cond for up to five seconds.

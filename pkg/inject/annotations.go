@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -85,6 +86,25 @@ func (e FieldError) Error() string {
 	}
 	// One line: parser messages (YAML's) may hold newlines.
 	return fmt.Sprintf("annotation %s=%q is invalid: %s", e.Annotation, v, strings.Join(strings.Fields(e.Allowed), " "))
+}
+
+// Reason says what is wrong and what is allowed, without the value, which
+// may be anything a user pasted (a log carries the annotation's name and
+// this; the denial sent back to the user carries Error).
+// Parsers quote the entry they refuse, so the value's entries are removed in
+// their quoted form, and the value itself wherever it appears.
+func (e FieldError) Reason() string {
+	r := strings.Join(strings.Fields(e.Allowed), " ")
+	entries := strings.FieldsFunc(e.Value, func(c rune) bool { return c == ',' || unicode.IsSpace(c) })
+	for _, v := range append([]string{strings.TrimSpace(e.Value)}, entries...) {
+		if v != "" {
+			r = strings.ReplaceAll(r, strconv.Quote(v), `"<redacted>"`)
+		}
+	}
+	if v := strings.TrimSpace(e.Value); len(v) > 3 {
+		r = strings.ReplaceAll(r, v, "<redacted>")
+	}
+	return r
 }
 
 // AnnotationError lists every invalid annotation of a pod. The pod is not

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,14 @@ type Options struct {
 	// RestartOutdated restarts outdated workloads unless they or their
 	// namespace opt out (the global opt-in, --restart-outdated).
 	RestartOutdated bool
+	// ReportOnly turns restarts off: outdated workloads are reported, never
+	// patched (--allow-restarts=false; the injector then holds no right to
+	// patch workloads).
+	ReportOnly bool
+	// RestartNamespaces, when set, are the only namespaces whose workloads
+	// may be restarted (--restart-namespaces; the injector may patch
+	// workloads there only). Empty: every namespace.
+	RestartNamespaces []string
 	// MaxConcurrentRestarts is the most workloads restarting at once,
 	// cluster-wide (default DefaultMaxConcurrentRestarts).
 	MaxConcurrentRestarts int
@@ -602,6 +611,12 @@ func (r *reconciler) plan(rep *Report) *plan {
 func (r *reconciler) decide(rep *Report, w *WorkloadReport, p *plan) string {
 	if !w.Ref.Restartable() {
 		return "a " + w.Ref.Kind + "'s pods are never restarted by Remora: recreate them"
+	}
+	if r.opts.ReportOnly {
+		return "restarts are off (report only)"
+	}
+	if len(r.opts.RestartNamespaces) > 0 && !slices.Contains(r.opts.RestartNamespaces, w.Ref.Namespace) {
+		return "restarts are not allowed in namespace " + w.Ref.Namespace + " (only in " + strings.Join(r.opts.RestartNamespaces, ", ") + ")"
 	}
 	ro := w.Rollout
 	if ro == nil {

@@ -347,7 +347,13 @@ func TestLeaderElection(t *testing.T) {
 		return d.Spec.Template.Annotations[AnnotationRestartedFor] == v2.Hash, ""
 	})
 	firstAt := c.getDeployment(t, ns, "first").Spec.Template.Annotations[AnnotationRestartedAt]
-	time.Sleep(2 * time.Second) // b keeps trying to acquire the lease
+	// Two more evaluations by the leader after the restart: the second sees the first Deployment
+	// rolling and must leave the second waiting. Meanwhile b keeps trying to acquire the lease.
+	after := a.r.evaluations.Load()
+	waitFor(t, 30*time.Second, "the leader to evaluate twice after the restart", func() (bool, string) {
+		n := a.r.evaluations.Load()
+		return n >= after+2, fmt.Sprintf("%d evaluations since", n-after)
+	})
 	if n := b.r.evaluations.Load(); n != 0 {
 		t.Errorf("the standby instance evaluated %d times", n)
 	}
@@ -364,8 +370,8 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatal("instance b did not take over")
 	}
 	t.Logf("instance b leads %s after a was asked to stop", time.Since(stopped).Round(10*time.Millisecond))
-	waitFor(t, 10*time.Second, "b evaluates", func() (bool, string) { return b.r.evaluations.Load() > 0, "" })
-	time.Sleep(time.Second)
+	// Twice: the first evaluation after the takeover may run before the cache shows every pod.
+	waitFor(t, 10*time.Second, "b evaluates twice", func() (bool, string) { return b.r.evaluations.Load() >= 2, "" })
 	if got := c.getDeployment(t, ns, "second").Spec.Template.Annotations[AnnotationRestartedFor]; got != "" {
 		t.Fatal("the new leader restarted the second Deployment while the first one's restart is in progress")
 	}

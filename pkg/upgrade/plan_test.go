@@ -113,6 +113,12 @@ func TestPlan(t *testing.T) {
 			start:     []string{"a", "b"}, why: map[string]string{"c": "2 of at most 2"}},
 		{name: "outside the window", opts: Options{RestartOutdated: true, MaintenanceWindow: night},
 			workloads: []wl{outdated("a")}, why: map[string]string{"a": "maintenance window 02:00-04:00"}},
+		{name: "report only: never restarted", opts: Options{RestartOutdated: true, ReportOnly: true},
+			workloads: []wl{outdated("a")}, why: map[string]string{"a": "restarts are off"}},
+		{name: "restarts only in listed namespaces: another namespace", opts: Options{RestartOutdated: true, RestartNamespaces: []string{"other"}},
+			workloads: []wl{outdated("a")}, why: map[string]string{"a": "not allowed in namespace ns (only in other)"}},
+		{name: "restarts only in listed namespaces: this one", opts: Options{RestartOutdated: true, RestartNamespaces: []string{"other", "ns"}},
+			workloads: []wl{outdated("a")}, start: []string{"a"}},
 		{name: "inside the window", opts: Options{RestartOutdated: true, MaintenanceWindow: midday},
 			workloads: []wl{outdated("a")}, start: []string{"a"}},
 	}

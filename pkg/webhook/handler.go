@@ -119,13 +119,30 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	case ResultInjected:
 		logger.Info("Injected pod")
 	case ResultDenied:
-		logger.Info("Denied pod", "message", o.resp.Result.Message)
+		logger.Info("Denied pod", deniedKeys(o.err)...)
 	case ResultError:
 		logger.Error(o.err, "Admission failed")
 	default:
 		logger.V(1).Info("Skipped", "message", o.message)
 	}
 	return o.resp
+}
+
+// deniedKeys are the log keys of a denial: the names of the invalid
+// annotations and what is wrong with each, never their values (a value may
+// hold anything a user pasted), or why the pod cannot be injected.
+func deniedKeys(err error) []any {
+	var ae *inject.AnnotationError
+	if !errors.As(err, &ae) {
+		return []any{"message", err.Error()}
+	}
+	names := make([]string, len(ae.Errors))
+	reasons := make([]string, len(ae.Errors))
+	for i, fe := range ae.Errors {
+		names[i] = fe.Annotation
+		reasons[i] = fe.Annotation + ": " + fe.Reason()
+	}
+	return []any{"annotations", names, "reasons", reasons}
 }
 
 // outcome is what one admission came to, for the response, the metrics and

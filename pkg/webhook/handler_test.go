@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -469,4 +471,43 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("refused without an error code: %+v", resp.Result)
 		}
 	})
+}
+
+// TestDeniedPodIsLoggedWithoutTheValue: a denial is logged with the invalid annotation's name and
+// what is wrong, never with the value, which may hold anything a user pasted; the user's response
+// still shows it.
+func TestDeniedPodIsLoggedWithoutTheValue(t *testing.T) {
+	const secret = "80,hunter2-token-pasted-here"
+	var lines []string
+	logger := funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) }, funcr.Options{})
+	h, err := NewHandler(Options{
+		Config:     templates.MustDefault,
+		Namespaces: fake.NewClientBuilder().WithObjects(namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"})).Build(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(&admission.Webhook{Handler: h, LogConstructor: func(logr.Logger, *admission.Request) logr.Logger { return logger }})
+	t.Cleanup(srv.Close)
+	const name = "traffic.sidecar.istio.io/includeInboundPorts"
+	body := loadReview(t, func(_ *admissionv1.AdmissionRequest, pod map[string]any) { annotate(pod, name, secret) })
+	resp := post(t, srv, body)
+	if resp.Allowed || !strings.Contains(resp.Result.Message, secret) {
+		t.Fatalf("response allowed=%v message %q: want a denial that shows the user the value", resp.Allowed, resp.Result.Message)
+	}
+	var denied string
+	for _, l := range lines {
+		if strings.Contains(l, "Denied pod") {
+			denied = l
+		}
+	}
+	if denied == "" {
+		t.Fatalf("no Denied pod log line in %q", lines)
+	}
+	if strings.Contains(denied, "hunter2") {
+		t.Errorf("the log line holds the annotation's value: %s", denied)
+	}
+	if !strings.Contains(denied, `"annotations"=["`+name+`"]`) || !strings.Contains(denied, "ports 1-65535") {
+		t.Errorf("the log line does not name the annotation and the reason: %s", denied)
+	}
 }

@@ -11,9 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -316,8 +318,9 @@ func TestDeployment(t *testing.T) {
 	}
 	c := spec.Containers[0]
 	wantArgs := []string{"serve", "--port=9443", "--cert-dir=/etc/remora/certs", "--config-dir=/etc/remora/config",
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
-		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--max-concurrent-restarts=1"}
+		"--metrics-bind-address=:8080", "--metrics-secure=true", "--metrics-cert-dir=/etc/remora/certs",
+		"--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
+		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--allow-restarts=false"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args:\n got  %q\n want %q", c.Args, wantArgs)
 	}
@@ -401,19 +404,29 @@ func TestDeployment(t *testing.T) {
 		}
 	})
 	t.Run("maintenance window reaches the flags", func(t *testing.T) {
-		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.maintenanceWindow=02:00-04:00"), "Deployment")
+		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.maintenanceWindow=02:00-04:00", "--set", "restartOutdated.enabled=true"), "Deployment")
 		if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--maintenance-window=02:00-04:00") || slices.Contains(args, "--restart-outdated") {
 			t.Errorf("args %q", args)
 		}
 	})
 	t.Run("restartOutdated and a revision reach the flags", func(t *testing.T) {
-		d := one[appsv1.Deployment](t, render(t, "--set", "restartOutdated.enabled=true", "--set", "restartOutdated.maxConcurrentRestarts=3",
+		d := one[appsv1.Deployment](t, render(t, "--set", "restartOutdated.enabled=true", "--set", "restartOutdated.allWorkloads=true",
+			"--set", "restartOutdated.maxConcurrentRestarts=3", "--set", "restartOutdated.namespaces={shop,billing}",
 			"--set", "revision=canary", "--set", "nativeSidecars=false", "--set", "leaderElection.enabled=false"), "Deployment")
 		args := d.Spec.Template.Spec.Containers[0].Args
-		for _, a := range []string{"--restart-outdated", "--max-concurrent-restarts=3", "--revision=canary", "--native-sidecars=false", "--leader-elect=false", "--upgrade-controller=true"} {
+		for _, a := range []string{"--allow-restarts=true", "--restart-outdated", "--max-concurrent-restarts=3", "--restart-namespaces=shop,billing",
+			"--revision=canary", "--native-sidecars=false", "--leader-elect=false", "--upgrade-controller=true"} {
 			if !slices.Contains(args, a) {
 				t.Errorf("args %q lack %s", args, a)
 			}
+		}
+	})
+	t.Run("no upgrade controller: no leader election, no restart flags", func(t *testing.T) {
+		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.enabled=false", "--set", "restartOutdated.enabled=true"), "Deployment")
+		args := d.Spec.Template.Spec.Containers[0].Args
+		if !slices.Contains(args, "--leader-elect=false") || !slices.Contains(args, "--upgrade-controller=false") ||
+			slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, "restart") }) {
+			t.Errorf("args %q", args)
 		}
 	})
 }
@@ -426,7 +439,7 @@ func TestService(t *testing.T) {
 	if !selects(t, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, d.Spec.Template.Labels) {
 		t.Errorf("Service selector %v does not select the injector pods", svc.Spec.Selector)
 	}
-	want := map[string][2]string{"https-webhook": {"443", "webhook"}, "http-metrics": {"8080", "http-metrics"}}
+	want := map[string][2]string{"https-webhook": {"443", "webhook"}, "https-metrics": {"8080", "https-metrics"}}
 	for _, p := range svc.Spec.Ports {
 		w, ok := want[p.Name]
 		if !ok || fmt.Sprint(p.Port) != w[0] || p.TargetPort.String() != w[1] {
@@ -564,128 +577,6 @@ func volumeSecret(d *appsv1.Deployment) string {
 		}
 	}
 	return ""
-}
-
-func TestRBAC(t *testing.T) {
-	t.Parallel()
-	type rule struct {
-		scope, group, resource, verb, name string
-	}
-	flatten := func(m *manifests) map[rule]bool {
-		out := map[rule]bool{}
-		add := func(scope string, rules []rbacv1.PolicyRule) {
-			for _, r := range rules {
-				for _, g := range r.APIGroups {
-					for _, res := range r.Resources {
-						for _, v := range r.Verbs {
-							names := r.ResourceNames
-							if len(names) == 0 {
-								names = []string{""}
-							}
-							for _, n := range names {
-								out[rule{scope, g, res, v, n}] = true
-							}
-						}
-					}
-				}
-			}
-		}
-		add("cluster", one[rbacv1.ClusterRole](t, m, "ClusterRole").Rules)
-		role := one[rbacv1.Role](t, m, "Role")
-		if role.Namespace != releaseNS {
-			t.Errorf("Role in namespace %q", role.Namespace)
-		}
-		add("namespace", role.Rules)
-		return out
-	}
-	base := map[rule]bool{}
-	for _, r := range []rule{
-		{"cluster", "", "namespaces", "get", ""}, {"cluster", "", "namespaces", "list", ""}, {"cluster", "", "namespaces", "watch", ""},
-		{"cluster", "", "pods", "get", ""}, {"cluster", "", "pods", "list", ""}, {"cluster", "", "pods", "watch", ""},
-		{"cluster", "apps", "replicasets", "get", ""}, {"cluster", "apps", "replicasets", "list", ""}, {"cluster", "apps", "replicasets", "watch", ""},
-		{"cluster", "", "events", "create", ""}, {"cluster", "", "events", "patch", ""},
-		{"cluster", "events.k8s.io", "events", "create", ""}, {"cluster", "events.k8s.io", "events", "patch", ""},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", ""},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", ""},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", ""},
-		{"namespace", "", "configmaps", "get", ""}, {"namespace", "", "configmaps", "list", ""}, {"namespace", "", "configmaps", "watch", ""},
-	} {
-		base[r] = true
-	}
-	for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
-		for _, v := range []string{"get", "list", "watch"} {
-			base[rule{"cluster", "apps", res, v, ""}] = true
-		}
-	}
-	leases := []rule{}
-	for _, v := range []string{"get", "list", "watch", "create", "update", "patch"} {
-		leases = append(leases, rule{"namespace", "coordination.k8s.io", "leases", v, ""})
-	}
-	selfManaged := []rule{
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", "remora-sidecar-injector"},
-		{"cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "update", "remora-sidecar-injector"},
-		{"namespace", "", "secrets", "create", ""},
-	}
-	for _, v := range []string{"get", "list", "watch", "update", "patch"} {
-		selfManaged = append(selfManaged, rule{"namespace", "", "secrets", v, "remora-self-managed-tls"})
-	}
-	restarts := []rule{}
-	for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
-		restarts = append(restarts, rule{"cluster", "apps", res, "patch", ""})
-	}
-	for _, v := range []string{"get", "list", "watch"} {
-		restarts = append(restarts, rule{"cluster", "batch", "jobs", v, ""})
-	}
-	with := func(groups ...[]rule) map[rule]bool {
-		out := map[rule]bool{}
-		for r := range base {
-			out[r] = true
-		}
-		for _, g := range groups {
-			for _, r := range g {
-				out[r] = true
-			}
-		}
-		return out
-	}
-	tests := []struct {
-		name string
-		args []string
-		want map[rule]bool
-	}{
-		{"defaults (cert-manager)", nil, with(leases, restarts)},
-		{"self-managed certificates", []string{"--set", "certManager.enabled=false"}, with(leases, selfManaged, restarts)},
-		{"restartOutdated, no leader election", []string{"--set", "restartOutdated.enabled=true", "--set", "leaderElection.enabled=false"}, with(restarts)},
-		{"no upgrade controller", []string{"--set", "upgradeController.enabled=false"}, with(leases)},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			m := render(t, tc.args...)
-			got := flatten(m)
-			for r := range got {
-				if !tc.want[r] {
-					t.Errorf("unexpected permission %+v", r)
-				}
-				if r.verb == "*" || r.resource == "*" || r.group == "*" {
-					t.Errorf("wildcard permission %+v", r)
-				}
-			}
-			for r := range tc.want {
-				if !got[r] {
-					t.Errorf("missing permission %+v", r)
-				}
-			}
-			sa := one[corev1.ServiceAccount](t, m, "ServiceAccount")
-			crb := one[rbacv1.ClusterRoleBinding](t, m, "ClusterRoleBinding")
-			rb := one[rbacv1.RoleBinding](t, m, "RoleBinding")
-			for _, subjects := range [][]rbacv1.Subject{crb.Subjects, rb.Subjects} {
-				if len(subjects) != 1 || subjects[0].Kind != "ServiceAccount" || subjects[0].Name != sa.Name || subjects[0].Namespace != releaseNS {
-					t.Errorf("binding subjects %+v, want the ServiceAccount %s/%s only", subjects, releaseNS, sa.Name)
-				}
-			}
-		})
-	}
 }
 
 func TestHAValues(t *testing.T) {
@@ -880,13 +771,22 @@ func TestOptionalObjects(t *testing.T) {
 	if len(sm) != 1 || sm[0].u.GetAPIVersion() != "monitoring.coreos.com/v1" || sm[0].u.GetLabels()["release"] != "prom" {
 		t.Fatalf("ServiceMonitor %v", sm)
 	}
+	type endpoint struct {
+		Port            string `json:"port"`
+		Path            string `json:"path"`
+		Scheme          string `json:"scheme"`
+		BearerTokenFile string `json:"bearerTokenFile"`
+		TLSConfig       *struct {
+			CA struct {
+				Secret struct{ Name, Key string } `json:"secret"`
+			} `json:"ca"`
+			ServerName string `json:"serverName"`
+		} `json:"tlsConfig"`
+	}
 	type smSpec struct {
 		Spec struct {
 			Selector  metav1.LabelSelector `json:"selector"`
-			Endpoints []struct {
-				Port string `json:"port"`
-				Path string `json:"path"`
-			} `json:"endpoints"`
+			Endpoints []endpoint           `json:"endpoints"`
 		} `json:"spec"`
 	}
 	s := &smSpec{}
@@ -894,23 +794,74 @@ func TestOptionalObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := one[corev1.Service](t, m, "Service")
-	if !selects(t, &s.Spec.Selector, svc.Labels) || len(s.Spec.Endpoints) != 1 || s.Spec.Endpoints[0].Port != "http-metrics" || s.Spec.Endpoints[0].Path != "/metrics" {
-		t.Errorf("ServiceMonitor spec %+v does not scrape the Service's http-metrics port", s.Spec)
+	if !selects(t, &s.Spec.Selector, svc.Labels) || len(s.Spec.Endpoints) != 1 {
+		t.Fatalf("ServiceMonitor spec %+v does not select the Service with one endpoint", s.Spec)
+	}
+	// Over TLS, verified with the serving certificate's CA for the Service's name, with a bearer token.
+	e := s.Spec.Endpoints[0]
+	if e.Port != "https-metrics" || e.Path != "/metrics" || e.Scheme != "https" || e.BearerTokenFile != "/var/run/secrets/kubernetes.io/serviceaccount/token" ||
+		e.TLSConfig == nil || e.TLSConfig.CA.Secret.Name != volumeSecret(d) || e.TLSConfig.CA.Secret.Key != "ca.crt" ||
+		e.TLSConfig.ServerName != svc.Name+"."+releaseNS+".svc" {
+		t.Errorf("ServiceMonitor endpoint %+v: want https on https-metrics with the bearer token, verified with %s's ca.crt for %s.%s.svc",
+			e, volumeSecret(d), svc.Name, releaseNS)
+	}
+	plain := render(t, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.secure=false")
+	if args := one[appsv1.Deployment](t, plain, "Deployment").Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--metrics-secure=false") {
+		t.Errorf("metrics.secure=false: args %q lack --metrics-secure=false", args)
+	}
+	if raw := string(plain.all("ServiceMonitor")[0].raw); !strings.Contains(raw, "port: http-metrics") || !strings.Contains(raw, "scheme: http\n") || strings.Contains(raw, "bearerTokenFile") {
+		t.Errorf("metrics.secure=false: ServiceMonitor\n%s\nwant plain http on http-metrics", raw)
 	}
 
 	np := one[networkingv1.NetworkPolicy](t, m, "NetworkPolicy")
 	if !selects(t, &np.Spec.PodSelector, d.Spec.Template.Labels) {
 		t.Error("NetworkPolicy does not select the injector pods")
 	}
-	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(np.Spec.Ingress) != 2 {
-		t.Fatalf("NetworkPolicy %+v, want two ingress rules", np.Spec)
+	prometheus := []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{},
+		PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}}}}
+	// Defaults: the API server's addresses are unknown, so the webhook port and the egress ports are
+	// open to any address; metrics only to Prometheus.
+	assertNetworkPolicy(t, np, nil, []int{443, 6443}, prometheus)
+
+	apiServer := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.10/32"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.11/32"}}}
+	scraper := []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}}
+	restricted := render(t, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer[0].ipBlock.cidr=10.0.0.10/32",
+		"--set", "networkPolicy.apiServer[1].ipBlock.cidr=10.0.0.11/32", "--set", "networkPolicy.apiServerPorts={6443}",
+		"--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring")
+	assertNetworkPolicy(t, one[networkingv1.NetworkPolicy](t, restricted, "NetworkPolicy"), apiServer, []int{6443}, scraper)
+
+	// No scrapers: nothing may reach metrics.
+	closed := render(t, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.metricsFrom=null")
+	assertNetworkPolicy(t, one[networkingv1.NetworkPolicy](t, closed, "NetworkPolicy"), nil, []int{443, 6443}, nil)
+}
+
+// assertNetworkPolicy checks that the policy allows exactly: the API server (apiServer; nil: any
+// address) to the webhook port 9443, the scrapers (nil: none) to metrics on 8080, and the injector
+// to the API server on apiServerPorts; nothing else in or out.
+func assertNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, apiServer []networkingv1.NetworkPolicyPeer, apiServerPorts []int,
+	scrapers []networkingv1.NetworkPolicyPeer) {
+	t.Helper()
+	tcp := corev1.ProtocolTCP
+	ports := func(ns ...int) []networkingv1.NetworkPolicyPort {
+		var out []networkingv1.NetworkPolicyPort
+		for _, n := range ns {
+			out = append(out, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: ptr.To(intstr.FromInt32(int32(n)))})
+		}
+		return out
 	}
-	webhook, metrics := np.Spec.Ingress[0], np.Spec.Ingress[1]
-	if len(webhook.From) != 0 || len(webhook.Ports) != 1 || webhook.Ports[0].Port.IntValue() != 9443 {
-		t.Errorf("webhook rule %+v, want 9443 from anywhere", webhook)
+	want := networkingv1.NetworkPolicySpec{
+		PodSelector: np.Spec.PodSelector,
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: ports(9443), From: apiServer}},
+		Egress:      []networkingv1.NetworkPolicyEgressRule{{Ports: ports(apiServerPorts...), To: apiServer}},
 	}
-	if len(metrics.From) == 0 || len(metrics.Ports) != 1 || metrics.Ports[0].Port.IntValue() != 8080 {
-		t.Errorf("metrics rule %+v, want 8080 from the configured peers", metrics)
+	if scrapers != nil {
+		want.Ingress = append(want.Ingress, networkingv1.NetworkPolicyIngressRule{Ports: ports(8080), From: scrapers})
+	}
+	if !equality.Semantic.DeepEqual(np.Spec, want) {
+		got, _ := yaml.Marshal(np.Spec)
+		exp, _ := yaml.Marshal(want)
+		t.Errorf("NetworkPolicy spec:\n%s\nwant:\n%s", got, exp)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 const (
@@ -40,11 +42,7 @@ func helmBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(repoRoot(t), "bin", "helm")
 	if _, err := os.Stat(bin); err != nil {
-		msg := "bin/helm is missing: run `make helm` (installs the pinned helm into ./bin)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.SkipOrFail(t, "bin/helm is missing: run `make helm` (installs the pinned helm into ./bin)")
 	}
 	return bin
 }

@@ -28,17 +28,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -62,9 +60,6 @@ const (
 // with the caBundle the injector patched in. While pods are created continuously, the serving
 // certificate rotates, then the CA does; no pod creation may fail and every pod must be injected.
 func TestSelfManagedModeEndToEnd(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" && os.Getenv("CI") != "true" {
-		t.Skip("set KUBEBUILDER_ASSETS to the control-plane binaries (bin/k8s), or CI=true, to run the self-managed end-to-end test")
-	}
 	assets := assetsDir(t)
 	helmBinary(t)
 	hostIP := hostAddress(t)
@@ -72,60 +67,18 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	start := time.Now()
 	work := t.TempDir()
 
-	// Build the injector while the control plane starts.
-	type build struct {
-		binary string
-		err    error
-	}
-	built := make(chan build, 1)
-	repo := repoRoot(t)
-	go func() {
-		b, err := framework.BuildInjector(repo, work)
-		built <- build{b, err}
-	}()
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 2 * time.Minute}
-	apiserver := env.ControlPlane.GetAPIServer()
-	// Webhook Services resolve to their endpoints, not the ClusterIP, which nothing routes here.
-	apiserver.Configure().Set("enable-aggregator-routing", "true")
-	// envtest disables the ServiceAccount admission plugin; real clusters run it.
-	apiserver.Configure().Disable("disable-admission-plugins")
-	cfg, err := env.Start()
-	b := <-built
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	cfg.QPS, cfg.Burst = -1, 0
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster := startChartCluster(t, assets, work)
+	admin, cfg := cluster.admin, cluster.cfg
 	ctx := t.Context()
 
 	// 1. The chart, rendered and applied as it is.
-	m := render(t, "--set", "certManager.enabled=false")
-	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNS}}); err != nil {
-		t.Fatal(err)
-	}
+	m := render(t, append([]string{"--set", "certManager.enabled=false"}, scraperValues()...)...)
 	for _, o := range m.objects {
 		if !builtIn(o) {
 			t.Fatalf("the self-managed rendering has %s/%s", o.u.GetKind(), o.u.GetName())
 		}
-		if err := admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.u.DeepCopy()), client.FieldOwner("helm"), client.ForceOwnership); err != nil {
-			t.Fatalf("applying %s/%s: %v", o.u.GetKind(), o.u.GetName(), err)
-		}
 	}
+	cluster.applyChart(t, m)
 	deploy := one[appsv1.Deployment](t, m, "Deployment")
 	chartMWC := one[admissionregistrationv1.MutatingWebhookConfiguration](t, m, "MutatingWebhookConfiguration")
 	svc := &corev1.Service{}
@@ -198,7 +151,7 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Secret %s before the injector ran: %v, want NotFound", secretName, err)
 	}
-	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), b.binary, args...)
+	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +288,12 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	t.Logf("%d pods created through the API server during the rotations, %d failed or not injected; creation p50 %v, p99 %v, max %v",
 		len(all), len(failures), quantile(0.5), quantile(0.99), quantile(1))
 
-	// The injector counted every admission it injected.
+	// The injector counted every admission it injected: /metrics over HTTPS, with the serving
+	// certificate, read with the token of the ServiceAccount bound to the metrics-reader ClusterRole.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(readBundle(ctx, t, admin, configName))
+	inj.Opts.MetricsToken = serviceAccountToken(t, admin, releaseNS, "scraper", true)
+	inj.Opts.MetricsRoots, inj.Opts.MetricsServerName = roots, dnsName
 	text, err := inj.Metrics(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -362,9 +320,10 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 }
 
 // injectorArgs returns the arguments of the Deployment's injector container for a process on this
-// host: --port and the bind addresses on free ports, --cert-dir an empty directory, --config-dir a
-// directory for the ConfigMap mounted there (whose name is returned), and $(VAR) references to the
-// downward API expanded. Every other argument is kept as the chart renders it.
+// host: --port and the bind addresses on free ports, --cert-dir an empty directory (where the
+// caller writes cert-manager's certificate in cert-manager mode), --config-dir a directory for the
+// ConfigMap mounted there (whose name is returned), and $(VAR) references to the downward API
+// expanded. Every other argument is kept as the chart renders it.
 func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]string, framework.InjectorOptions, string) {
 	t.Helper()
 	spec := deploy.Spec.Template.Spec
@@ -423,11 +382,17 @@ func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]strin
 			a = "--port=" + strconv.Itoa(opts.Port)
 		case "metrics-bind-address":
 			a = "--metrics-bind-address=127.0.0.1:" + strconv.Itoa(opts.MetricsPort)
+		case "metrics-cert-dir":
+			if i := slices.Index(c.Args, "--cert-dir="+value); i < 0 {
+				t.Fatalf("--metrics-cert-dir=%s is not the webhook's --cert-dir: %v", value, c.Args)
+			}
+			a = "--metrics-cert-dir=" + opts.CertDir
 		case "health-probe-bind-address":
 			a = "--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(opts.ProbePort)
 		case "cert-dir":
-			if v := volume(value); v.EmptyDir == nil {
-				t.Fatalf("--cert-dir=%s is not an emptyDir in self-managed mode: %+v", value, v)
+			v := volume(value)
+			if selfManaged := slices.Contains(c.Args, "--self-managed-certs"); (selfManaged && v.EmptyDir == nil) || (!selfManaged && v.Secret == nil) {
+				t.Fatalf("--cert-dir=%s is not an emptyDir in self-managed mode or a Secret in cert-manager mode: %+v", value, v)
 			}
 			a = "--cert-dir=" + opts.CertDir
 		case "config-dir":
@@ -448,7 +413,11 @@ func injectorArgs(t *testing.T, deploy *appsv1.Deployment, work string) ([]strin
 		}
 		args = append(args, a)
 	}
-	for _, want := range []string{"port", "cert-dir", "config-dir", "namespace", "self-managed-certs", "cert-secret-name", "webhook-config-name", "service-name"} {
+	want := []string{"port", "cert-dir", "config-dir", "namespace", "metrics-bind-address", "health-probe-bind-address"}
+	if seen["self-managed-certs"] {
+		want = append(want, "cert-secret-name", "webhook-config-name", "service-name")
+	}
+	for _, want := range want {
 		if !seen[want] {
 			t.Fatalf("the Deployment does not pass --%s: %v", want, c.Args)
 		}
@@ -479,12 +448,7 @@ func flagValue(t *testing.T, args []string, name string) string {
 // CI=true.
 func hostAddress(t *testing.T) net.IP {
 	t.Helper()
-	fail := func(msg string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	fail := func(msg string) { testenv.SkipOrFail(t, "%s", msg) }
 	if os.Geteuid() != 0 {
 		fail("needs root to create a bridge for the webhook's endpoint address")
 	}
@@ -517,13 +481,17 @@ func hostAddress(t *testing.T) net.IP {
 	return ip.To4()
 }
 
-// serviceAccountKubeconfig writes a kubeconfig that authenticates as ServiceAccount ns/name with
-// a token from the TokenRequest API, and returns its path.
-func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Config, ns, name, dir string) string {
+// serviceAccountToken returns a token of ServiceAccount ns/name from the TokenRequest API,
+// creating the ServiceAccount first when create is set.
+func serviceAccountToken(t *testing.T, admin client.Client, ns, name string, create bool) string {
 	t.Helper()
-	sa := &corev1.ServiceAccount{}
-	if err := admin.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, sa); err != nil {
-		t.Fatalf("the chart's ServiceAccount: %v", err)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if create {
+		if err := admin.Create(t.Context(), sa); err != nil {
+			t.Fatalf("creating ServiceAccount %s/%s: %v", ns, name, err)
+		}
+	} else if err := admin.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, sa); err != nil {
+		t.Fatalf("ServiceAccount %s/%s: %v", ns, name, err)
 	}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
 	if err := admin.SubResource("token").Create(t.Context(), sa, tr); err != nil {
@@ -532,9 +500,24 @@ func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Confi
 	if tr.Status.Token == "" {
 		t.Fatal("the TokenRequest returned no token")
 	}
+	return tr.Status.Token
+}
+
+// scraperValues are the chart values that bind the metrics-reader ClusterRole to ServiceAccount
+// releaseNS/scraper, whose token then reads the injector's metrics.
+func scraperValues() []string {
+	return []string{"--set", "metrics.readers[0].kind=ServiceAccount", "--set", "metrics.readers[0].name=scraper",
+		"--set", "metrics.readers[0].namespace=" + releaseNS}
+}
+
+// serviceAccountKubeconfig writes a kubeconfig that authenticates as ServiceAccount ns/name with
+// a token from the TokenRequest API, and returns its path.
+func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Config, ns, name, dir string) string {
+	t.Helper()
+	token := serviceAccountToken(t, admin, ns, name, false)
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
 	kc.Contexts["sa"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: name, Namespace: ns}
 	kc.CurrentContext = "sa"
 	path := filepath.Join(dir, "serviceaccount.kubeconfig")

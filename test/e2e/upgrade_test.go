@@ -325,7 +325,8 @@ func (u *upgradeEnv) leaderElection(t *testing.T, ns1, hash string) string {
 		return getDeployment(t, ns3, "ha-1").Spec.Template.Annotations[annotationRestartedFor] == h4
 	})
 	restartedAt := getDeployment(t, ns3, "ha-1").Spec.Template.Annotations[annotationRestartedAt]
-	time.Sleep(2 * time.Second) // the leader evaluates again on ha-1's changes: ha-2 must wait
+	// The leader evaluates again on ha-1's changes: ha-2 must wait.
+	waitEvaluations(t, u.a, evaluations(u.a)+2)
 	if a := getDeployment(t, ns3, "ha-2").Spec.Template.Annotations; a[annotationRestartedFor] == h4 {
 		t.Fatal("ha-2 was restarted while ha-1 held the only slot")
 	}
@@ -360,11 +361,13 @@ func (u *upgradeEnv) leaderElection(t *testing.T, ns1, hash string) string {
 	})
 	t.Logf("replica b (%s) took the Lease %v after the leader was killed", holderB, time.Since(killed).Round(time.Millisecond))
 
-	// The new leader evaluates, and waits for ha-1's rollout.
+	// The new leader evaluates, and waits for ha-1's rollout: the evaluation that reports ns3 has
+	// decided about ha-2 once it has finished (its restarts come after the gauges).
+	evalsB := evaluations(u.b)
 	waitUntil(t, "replica b to report "+ns3, 30*time.Second, func() bool {
 		return injectorMetric(t, u.b, "remora_outdated_pods", map[string]string{"namespace": ns3}) > 0
 	})
-	time.Sleep(2 * time.Second)
+	waitEvaluations(t, u.b, evalsB+1)
 	if a := getDeployment(t, ns3, "ha-2").Spec.Template.Annotations; a[annotationRestartedFor] == h4 {
 		t.Fatal("the new leader restarted ha-2 while ha-1's rollout held the only slot")
 	}
@@ -734,6 +737,23 @@ func configHash(t *testing.T, inj *framework.Injector) string {
 }
 
 // logHas reports whether the replica's log contains s.
+// evaluatedLine is the upgrade controller's debug log line at the end of each evaluation.
+const evaluatedLine = `"msg":"Evaluated"`
+
+// evaluations counts the evaluations the replica's upgrade controller has finished.
+func evaluations(inj *framework.Injector) int {
+	return strings.Count(inj.LogTail(1<<20), evaluatedLine)
+}
+
+// waitEvaluations waits until the replica's upgrade controller has finished n evaluations in all:
+// a decision not to restart is then proven, not assumed after a sleep.
+func waitEvaluations(t *testing.T, inj *framework.Injector, n int) {
+	t.Helper()
+	waitUntil(t, fmt.Sprintf("%d evaluations", n), time.Minute, func() bool {
+		return evaluations(inj) >= n
+	})
+}
+
 func logHas(t *testing.T, inj *framework.Injector, s string) bool {
 	t.Helper()
 	return strings.Contains(inj.LogTail(1<<20), s)

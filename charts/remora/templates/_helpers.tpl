@@ -182,3 +182,23 @@ namespace or webhook.excludedNamespaces. Takes a dict with excluded (the list).
   operator: NotIn
   values: {{ toJson .excluded }}
 {{- end }}
+
+{{/*
+Features that need RBAC (README.md, RBAC): each is "true" or "".
+leaderElection: only the companion controller needs a leader.
+restarts: the companion controller may patch workloads.
+*/}}
+{{- define "remora.leaderElection" -}}
+{{- if and .Values.leaderElection.enabled .Values.upgradeController.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "remora.restarts" -}}
+{{- if and .Values.upgradeController.enabled .Values.restartOutdated.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Name of the metrics port: https-metrics, or http-metrics with metrics.secure false.
+*/}}
+{{- define "remora.metricsPortName" -}}
+{{- if .Values.metrics.secure }}https-metrics{{ else }}http-metrics{{ end }}
+{{- end }}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // readTar returns the regular files and symlink targets of a tarball by name.
@@ -216,18 +218,18 @@ func TestAddHostPathKeepsTheLinkChain(t *testing.T) {
 
 func TestAddHostBinaryAddsLibraries(t *testing.T) {
 	if _, err := exec.LookPath("ldd"); err != nil {
-		t.Skip("no ldd")
+		testenv.SkipOrFail(t, "no ldd: %v", err)
 	}
 	prog, err := exec.LookPath("true")
 	if err != nil {
-		t.Skip("no true(1)")
+		testenv.SkipOrFail(t, "no true(1): %v", err)
 	}
 	libs, err := SharedLibraries(prog)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(libs) == 0 {
-		t.Skipf("%s is static", prog)
+		testenv.Skip(t, prog+" is statically linked: no libraries to add")
 	}
 	im := New("localhost/t:t")
 	if err := im.AddHostBinary(prog); err != nil {

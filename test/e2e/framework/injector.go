@@ -62,6 +62,15 @@ type InjectorOptions struct {
 	// It must exec the injector in its own process (keeping the pid), such
 	// as a shell that enters a cgroup first.
 	Wrapper []string
+	// MetricsToken, when set, is the bearer token Metrics sends to the
+	// HTTPS /metrics endpoint (--metrics-secure); MetricsRoots verify its
+	// certificate. Without it StartInjector passes --metrics-secure=false:
+	// tests not about the endpoint's protection read it over plain HTTP.
+	MetricsToken string
+	MetricsRoots *x509.CertPool
+	// MetricsServerName is the name the metrics certificate is verified
+	// for (default 127.0.0.1).
+	MetricsServerName string
 }
 
 // Injector is a running "injector serve" process.
@@ -112,6 +121,9 @@ func LaunchInjector(opts InjectorOptions) (*Injector, error) {
 	if opts.ConfigDir != "" {
 		args = append(args, "--config-dir="+opts.ConfigDir)
 	}
+	if opts.MetricsToken == "" {
+		args = append(args, "--metrics-secure=false")
+	}
 	args = append(args, opts.ExtraArgs...)
 	path := opts.Binary
 	if len(opts.Wrapper) > 0 {
@@ -130,9 +142,14 @@ func (i *Injector) WebhookURL(path string) string {
 	return fmt.Sprintf("https://127.0.0.1:%d%s", i.Opts.Port, path)
 }
 
-// MetricsURL returns the URL of /metrics.
+// MetricsURL returns the URL of /metrics: https when the injector was given
+// a MetricsToken.
 func (i *Injector) MetricsURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/metrics", i.Opts.MetricsPort)
+	scheme := "http"
+	if i.Opts.MetricsToken != "" {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d/metrics", scheme, i.Opts.MetricsPort)
 }
 
 // ReadyzURL returns the URL of /readyz.
@@ -169,16 +186,43 @@ func (i *Injector) Readyz(ctx context.Context) (int, error) {
 	return code, err
 }
 
-// Metrics returns the Prometheus text exposition of /metrics.
+// Metrics returns the Prometheus text exposition of /metrics, read with
+// Opts.MetricsToken over HTTPS when it is set.
 func (i *Injector) Metrics(ctx context.Context) (string, error) {
-	code, body, err := get(ctx, i.MetricsURL())
+	code, body, err := i.MetricsAs(ctx, i.Opts.MetricsToken)
 	if err != nil {
 		return "", err
 	}
 	if code != http.StatusOK {
-		return "", fmt.Errorf("GET /metrics: status %d", code)
+		return "", fmt.Errorf("GET %s: status %d: %s", i.MetricsURL(), code, body)
 	}
 	return body, nil
+}
+
+// MetricsAs sends GET /metrics with token as the bearer token (none when
+// empty) and returns the status code and the body.
+func (i *Injector) MetricsAs(ctx context.Context, token string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, i.MetricsURL(), nil)
+	if err != nil {
+		return 0, "", fmt.Errorf("building the /metrics request: %w", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	serverName := i.Opts.MetricsServerName
+	if serverName == "" {
+		serverName = "127.0.0.1"
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: i.Opts.MetricsRoots, ServerName: serverName, MinVersion: tls.VersionTLS12},
+	}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", fmt.Errorf("GET %s: %w", i.MetricsURL(), err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // ServingCertSerial dials the webhook port and returns the serial number of

@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // The helper roles this test binary plays when re-executed inside a namespace.
@@ -305,10 +307,7 @@ func checkInvalidArgs(t *testing.T, bin, ns, want string) {
 // rules, or fails it when CI=true.
 func requirePrivileges(t *testing.T) {
 	t.Helper()
-	stop := t.Skipf
-	if os.Getenv("CI") == "true" {
-		stop = t.Fatalf
-	}
+	stop := func(format string, args ...any) { testenv.SkipOrFail(t, format, args...) }
 	if runtime.GOOS != "linux" {
 		stop("network namespaces need Linux")
 	}

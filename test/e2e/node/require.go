@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"runtime"
 	"testing"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // Environment variables that decide whether the real-pod tests run.
@@ -86,7 +88,7 @@ func Check(opts Options) error {
 func Require(t testing.TB, opts Options) {
 	t.Helper()
 	if ok, why := Wanted(); !ok {
-		t.Skip(why)
+		testenv.Skip(t, why)
 	}
 	if err := Check(opts); err != nil {
 		t.Fatal(err)

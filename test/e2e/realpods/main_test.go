@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/remora-mesh/remora/hack/mkimage/ociimage"
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
@@ -55,7 +56,7 @@ var suite struct {
 func cluster(t *testing.T) *node.Cluster {
 	t.Helper()
 	if suite.skip != "" {
-		t.Skip(suite.skip)
+		testenv.Skip(t, suite.skip)
 	}
 	if suite.err != nil {
 		t.Fatal(suite.err)
