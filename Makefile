@@ -56,6 +56,10 @@ test-e2e-node: envtest-bins ## Run the real-pod e2e tests on a one-node cluster 
 test-e2e-realpods: envtest-bins ## Run the webhook's six scenarios and the start-latency measurement on real pods (root; 2.5-5 min)
 	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 30m ./test/e2e/realpods/
 
+.PHONY: test-e2e-install
+test-e2e-install: envtest-bins helm cert-manager ## The user's install journey on the one-node cluster: cert-manager, helm install, upgrade, failover, renewal, uninstall (root; 8-15 min)
+	REMORA_NODE_E2E=1 KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) test -count=1 -v -timeout 40m ./test/e2e/install/
+
 .PHONY: node-up
 node-up: envtest-bins ## Start the one-node e2e cluster for manual work until Ctrl-C (root)
 	$(GO) run ./test/e2e/node/nodeup
@@ -65,7 +69,7 @@ local-cluster: envtest-bins ## Run a local control plane with the injector and e
 	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) hack/local-cluster.sh
 
 .PHONY: test
-test: vet lint test-unit test-netns test-e2e test-e2e-node test-e2e-realpods ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, 10 s of each fuzzer)
+test: vet lint test-unit test-netns test-e2e test-e2e-node test-e2e-realpods test-e2e-install ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, e2e, real pods, the install journey, 10 s of each fuzzer)
 	$(MAKE) fuzz FUZZTIME=10
 
 .PHONY: bench
