@@ -418,7 +418,8 @@ func leftovers(ctx context.Context, c *node.Cluster) ([]leftover, error) {
 			for _, o := range objs.Items {
 				ours := o.GetLabels()[labelInstance] == releaseName || strings.HasPrefix(o.GetName(), releaseName)
 				if o.GetNamespace() == releaseNS {
-					ours = !(r.Name == "serviceaccounts" && o.GetName() == "default") && !(r.Name == "configmaps" && o.GetName() == "kube-root-ca.crt")
+					kubeDefault := (r.Name == "serviceaccounts" && o.GetName() == "default") || (r.Name == "configmaps" && o.GetName() == "kube-root-ca.crt")
+					ours = !kubeDefault
 				}
 				if r.Name == "namespaces" && o.GetName() == releaseNS {
 					ours = true

@@ -63,14 +63,14 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	api := env.ControlPlane.GetAPIServer()
 	api.CertDir = filepath.Join(cpDir, "apiserver")
 	if c.opts.APIServerOnNodeIP {
-		// envtest puts the listen address in the serving certificate and
-		// the kubeconfigs it writes.
+		// The secure serving address (api.SecureServing): envtest puts it
+		// in the serving certificate and the kubeconfigs it writes.
 		port, err := freePort(c.NodeIP)
 		if err != nil {
 			return fmt.Errorf("a port for the API server on %s: %w", c.NodeIP, err)
 		}
-		api.SecureServing.Address = c.NodeIP.String()
-		api.SecureServing.Port = strconv.Itoa(port)
+		api.Address = c.NodeIP.String()
+		api.Port = strconv.Itoa(port)
 	}
 	api.Out, api.Err = apiLog, apiLog
 	args := api.Configure()
