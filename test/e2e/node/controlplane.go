@@ -3,8 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -58,6 +62,16 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	env.ControlPlane.Etcd.Out, env.ControlPlane.Etcd.Err = etcdLog, etcdLog
 	api := env.ControlPlane.GetAPIServer()
 	api.CertDir = filepath.Join(cpDir, "apiserver")
+	if c.opts.APIServerOnNodeIP {
+		// The secure serving address (api.SecureServing): envtest puts it
+		// in the serving certificate and the kubeconfigs it writes.
+		port, err := freePort(c.NodeIP)
+		if err != nil {
+			return fmt.Errorf("a port for the API server on %s: %w", c.NodeIP, err)
+		}
+		api.Address = c.NodeIP.String()
+		api.Port = strconv.Itoa(port)
+	}
 	api.Out, api.Err = apiLog, apiLog
 	args := api.Configure()
 	// envtest disables the ServiceAccount admission plugin because it runs
@@ -117,4 +131,30 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		return err
 	}
 	return ctx.Err()
+}
+
+// freePort returns a TCP port free on addr right now.
+func freePort(addr netip.Addr) (int, error) {
+	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		return 0, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
+}
+
+// APIServerEnv returns the environment variables that point in-cluster
+// clients of a pod at the API server (client-go's rest.InClusterConfig reads
+// them), for a node started with Options.APIServerOnNodeIP: the kubelet sets
+// them to the kubernetes Service's ClusterIP, which nothing routes on this
+// node, and a container's own variables take precedence.
+func (c *Cluster) APIServerEnv() (map[string]string, error) {
+	u, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return nil, fmt.Errorf("the API server's URL %q: %w", c.Config.Host, err)
+	}
+	if !c.opts.APIServerOnNodeIP || u.Hostname() != c.NodeIP.String() {
+		return nil, fmt.Errorf("the API server listens on %s, not on the node IP: start the node with Options.APIServerOnNodeIP", u.Host)
+	}
+	return map[string]string{"KUBERNETES_SERVICE_HOST": u.Hostname(), "KUBERNETES_SERVICE_PORT": u.Port()}, nil
 }

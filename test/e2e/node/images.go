@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/remora-mesh/remora/hack/mkimage/ociimage"
 )
@@ -52,10 +53,8 @@ func (c *Cluster) buildImages(ctx context.Context) (string, error) {
 		return "", err
 	}
 
-	proxy := ociimage.New(ProxyImage)
-	proxy.Entrypoint = []string{"/usr/local/bin/pilot-agent"}
-	proxy.User = "1337:1337" // Istio's proxy UID; the capture rules let its traffic out
-	if err := proxy.AddFile(bin("pilot-agent"), "/usr/local/bin/pilot-agent", 0o755); err != nil {
+	proxy, err := proxyImage(ProxyImage, bin("pilot-agent"), nil)
+	if err != nil {
 		return "", err
 	}
 
@@ -132,4 +131,57 @@ func InitImage(name, injector string) (*ociimage.Image, error) {
 		return nil, err
 	}
 	return im, nil
+}
+
+// proxyImage returns the stand-in proxy image: pilot-agent at
+// /usr/local/bin/pilot-agent (entrypoint), Istio's proxy UID 1337, and labels.
+func proxyImage(name, pilotAgent string, labels map[string]string) (*ociimage.Image, error) {
+	proxy := ociimage.New(name)
+	proxy.Entrypoint = []string{"/usr/local/bin/pilot-agent"}
+	proxy.User = "1337:1337" // Istio's proxy UID; the capture rules let its traffic out
+	proxy.Labels = labels
+	if err := proxy.AddFile(pilotAgent, "/usr/local/bin/pilot-agent", 0o755); err != nil {
+		return nil, err
+	}
+	return proxy, nil
+}
+
+// ProxyRelease returns the stand-in proxy the node built (ProxyImage's
+// binary) as another image: name, with labels that give it an image ID of
+// its own, such as a "new proxy release" for an upgrade. Import it with
+// LoadImages.
+func (c *Cluster) ProxyRelease(name string, labels map[string]string) (*ociimage.Image, error) {
+	return proxyImage(name, filepath.Join(c.BinDir, "pilot-agent"), labels)
+}
+
+// LoadImages writes images into one OCI tarball in the run directory and
+// imports it into the node's containerd, for images made after Start
+// (Options.ExtraImages are imported by Start).
+func (c *Cluster) LoadImages(ctx context.Context, images ...*ociimage.Image) error {
+	dir := filepath.Join(c.Dir, "images")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "extra-*.tar")
+	if err != nil {
+		return err
+	}
+	tarball := f.Name()
+	_ = f.Close()
+	if err := ociimage.WriteFile(tarball, images...); err != nil {
+		return fmt.Errorf("write images: %w", err)
+	}
+	if _, err := c.ctr(ctx, "images", "import", tarball); err != nil {
+		return err
+	}
+	out, err := c.ctr(ctx, "images", "ls", "-q")
+	if err != nil {
+		return err
+	}
+	for _, im := range images {
+		if !strings.Contains(out, im.Name+"\n") {
+			return fmt.Errorf("image %s missing after import; have:\n%s", im.Name, out)
+		}
+	}
+	return nil
 }

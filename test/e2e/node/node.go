@@ -94,6 +94,14 @@ type Options struct {
 	// example with WebhookInstallOptions or CRDs). Start sets its binary
 	// directory, directories and API server flags.
 	Environment *envtest.Environment
+	// APIServerOnNodeIP makes the API server listen on the node IP (the
+	// bridge) instead of 127.0.0.1, with the node IP in its serving
+	// certificate, so that pods reach it (the injector running as pods).
+	// Everything else (kubeconfig, kubelet, controllers) then uses that
+	// address too. Pods still get the kubernetes Service's ClusterIP in
+	// KUBERNETES_SERVICE_HOST, which nothing routes here (there is no Service
+	// proxy): give such pods APIServerEnv.
+	APIServerOnNodeIP bool
 	// ExtraImages are written and imported along with the test images.
 	ExtraImages []*ociimage.Image
 	// Logf receives progress lines. Default: none.
