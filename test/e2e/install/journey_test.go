@@ -309,8 +309,8 @@ func stepApps(t *testing.T, ns string) {
 	}
 }
 
-// stepUpgrade is step 3: helm upgrade to a new proxy tag with restarts enabled for the namespace
-// shop; the leader restarts reviews-v1 onto the new image; injector status reports the rest (the
+// stepUpgrade is step 3: helm upgrade to a new proxy tag with restarts allowed in the namespace
+// shop (restartOutdated.enabled and .namespaces) and the namespace opted in; the leader restarts reviews-v1 onto the new image; injector status reports the rest (the
 // bare pod of step 1, which nothing restarts).
 func stepUpgrade(t *testing.T) {
 	c := cluster(t)
@@ -323,7 +323,10 @@ func stepUpgrade(t *testing.T) {
 	var before corev1.PodList
 	must(t, c.Client.List(ctx, &before, client.InNamespace(ns), client.MatchingLabels{"app": "reviews"}))
 	t0 := time.Now()
-	if _, err := helm(ctx, "upgrade", releaseName, chartPath, "-n", releaseNS, "-f", suite.values, "--set", "global.tag="+proxyTagV2); err != nil {
+	// Restarts are off by default: allow them, only in shop (the chart then
+	// grants the patch right there alone), and opt the namespace in.
+	if _, err := helm(ctx, "upgrade", releaseName, chartPath, "-n", releaseNS, "-f", suite.values, "--set", "global.tag="+proxyTagV2,
+		"--set", "restartOutdated.enabled=true", "--set", "restartOutdated.namespaces={"+ns+"}"); err != nil {
 		t.Fatal(err)
 	}
 	var dep appsv1.Deployment
