@@ -60,22 +60,23 @@ func newPodStore() *podStore {
 	}
 }
 
-// Transformer reduces a pod's metadata to its PodInfo (nil for a pod that
-// was not injected). The Reflector applies it to each object of the
-// initial streaming list as it arrives.
-func (s *podStore) Transformer() toolscache.TransformFunc {
-	return func(obj any) (any, error) {
-		switch o := obj.(type) {
-		case *PodInfo:
-			return o, nil
-		case *metav1.PartialObjectMetadata:
-			if info := PodInfoFromMeta(&o.ObjectMeta); info != nil {
-				return info, nil
-			}
-			return nil, nil
+// Transformer returns transform: the Reflector applies it to each object
+// of the initial streaming list as it arrives.
+func (s *podStore) Transformer() toolscache.TransformFunc { return s.transform }
+
+// transform reduces a pod's metadata to its PodInfo (nil for a pod that was
+// not injected); a PodInfo passes unchanged.
+func (s *podStore) transform(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *PodInfo:
+		return o, nil
+	case *metav1.PartialObjectMetadata:
+		if info := PodInfoFromMeta(&o.ObjectMeta); info != nil {
+			return info, nil
 		}
-		return nil, fmt.Errorf("upgrade: the pod store got %T, want *v1.PartialObjectMetadata", obj)
+		return nil, nil
 	}
+	return nil, fmt.Errorf("upgrade: the pod store got %T, want *v1.PartialObjectMetadata", obj)
 }
 
 // keyed returns the pod's key and PodInfo (nil when not injected).
@@ -87,7 +88,7 @@ func (s *podStore) keyed(obj any) (podKey, *PodInfo, error) {
 	if err != nil {
 		return podKey{}, nil, fmt.Errorf("upgrade: the pod store got %T: %w", obj, err)
 	}
-	info, err := s.Transformer()(obj)
+	info, err := s.transform(obj)
 	if err != nil {
 		return podKey{}, nil, err
 	}

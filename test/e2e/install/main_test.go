@@ -96,27 +96,7 @@ func runTests(m *testing.M) int {
 		suite.err = fmt.Errorf("waiting for another e2e node to stop: %w", err)
 		return m.Run()
 	}
-	baseDir := os.Getenv("REMORA_NODE_DIR")
-	before, err := node.SnapshotHost(baseDir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "install: host snapshot before the node:", err)
-		return 1
-	}
-
-	code := runOnNode(m, opts)
-
-	after, err := node.SnapshotHost(baseDir)
-	switch {
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "install: host snapshot after the node:", err)
-		code = 1
-	case before.Diff(after) != "":
-		fmt.Fprintf(os.Stderr, "install: the host changed across the node's life:\n%s\n", before.Diff(after))
-		code = 1
-	default:
-		logf("host state identical before the node started and after it stopped (%d sections)", len(after.Sections))
-	}
-	return code
+	return node.RunCheckingHost("install", os.Getenv("REMORA_NODE_DIR"), func() int { return runOnNode(m, opts) }, logf)
 }
 
 // checkTools finds helm, cert-manager and its CRDs in bin/ (make

@@ -283,3 +283,28 @@ func (h HostState) String() string {
 	}
 	return b.String()
 }
+
+// RunCheckingHost snapshots the host's network and mount state (under
+// baseDir), calls run, snapshots it again and returns run's exit code, or 1
+// when a snapshot failed or the state changed. suite prefixes the messages;
+// logf reports the identical state.
+func RunCheckingHost(suite, baseDir string, run func() int, logf func(format string, args ...any)) int {
+	before, err := SnapshotHost(baseDir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: host snapshot before the node: %v\n", suite, err)
+		return 1
+	}
+	code := run()
+	after, err := SnapshotHost(baseDir)
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "%s: host snapshot after the node: %v\n", suite, err)
+		code = 1
+	case before.Diff(after) != "":
+		fmt.Fprintf(os.Stderr, "%s: the host changed across the node's life:\n%s\n", suite, before.Diff(after))
+		code = 1
+	default:
+		logf("host state identical before the node started and after it stopped (%d sections)", len(after.Sections))
+	}
+	return code
+}

@@ -88,27 +88,7 @@ func runTests(m *testing.M) int {
 		suite.err = err
 		return m.Run()
 	}
-	baseDir := os.Getenv("REMORA_NODE_DIR")
-	before, err := node.SnapshotHost(baseDir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "realpods: host snapshot before the node:", err)
-		return 1
-	}
-
-	code := runOnNode(m, opts)
-
-	after, err := node.SnapshotHost(baseDir)
-	switch {
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "realpods: host snapshot after the node:", err)
-		code = 1
-	case before.Diff(after) != "":
-		fmt.Fprintf(os.Stderr, "realpods: the host changed across the node's life:\n%s\n", before.Diff(after))
-		code = 1
-	default:
-		logf("host state identical before the node started and after it stopped (%d sections)", len(after.Sections))
-	}
-	return code
+	return node.RunCheckingHost("realpods", os.Getenv("REMORA_NODE_DIR"), func() int { return runOnNode(m, opts) }, logf)
 }
 
 func runOnNode(m *testing.M, opts node.Options) int {
