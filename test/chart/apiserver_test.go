@@ -61,10 +61,10 @@ func TestChartOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	t.Run("cert-manager and HA renderings pass server-side validation", func(t *testing.T) {
+	t.Run("cert-manager and HA renderings, hooks included, pass server-side validation", func(t *testing.T) {
 		for _, args := range [][]string{nil, {"-f", "charts/remora/values-ha.yaml", "--set", "networkPolicy.enabled=true", "--set", "restartOutdated.enabled=true"}} {
 			m := render(t, args...)
-			for _, o := range m.objects {
+			for _, o := range append(m.objects, m.hooks...) {
 				if !builtIn(o) {
 					continue // cert-manager and prometheus-operator kinds: no CRDs here
 				}

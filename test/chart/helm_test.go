@@ -70,9 +70,11 @@ type object struct {
 	raw []byte
 }
 
-// manifests are the objects of one `helm template`.
+// manifests are the objects of one `helm template`: the release's objects, and apart from them
+// the hooks' (annotated helm.sh/hook), which Helm creates only around install, upgrade or delete.
 type manifests struct {
 	objects []object
+	hooks   []object
 }
 
 // render runs `helm template remora charts/remora -n remora-system` with extra args (such as
@@ -104,6 +106,10 @@ func decodeManifests(t *testing.T, out string) *manifests {
 			t.Fatalf("decoding rendered YAML: %v\n%s", err, doc)
 		}
 		if len(u.Object) == 0 {
+			continue
+		}
+		if _, ok := u.GetAnnotations()["helm.sh/hook"]; ok {
+			m.hooks = append(m.hooks, object{u: u, raw: doc})
 			continue
 		}
 		m.objects = append(m.objects, object{u: u, raw: doc})

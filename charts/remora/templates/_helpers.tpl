@@ -202,3 +202,26 @@ Name of the metrics port: https-metrics, or http-metrics with metrics.secure fal
 {{- define "remora.metricsPortName" -}}
 {{- if .Values.metrics.secure }}https-metrics{{ else }}http-metrics{{ end }}
 {{- end }}
+
+{{/*
+Labels of the uninstall hook's objects: not the injector's selector labels, so its pod is never
+taken for a replica (Service, PDB, NetworkPolicy).
+*/}}
+{{- define "remora.cleanupLabels" -}}
+helm.sh/chart: {{ include "remora.chart" . }}
+app.kubernetes.io/name: {{ include "remora.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: uninstall-cleanup
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: remora
+{{- end }}
+
+{{/*
+Annotations of an uninstall hook object; the argument is its weight (its objects before the Job).
+*/}}
+{{- define "remora.cleanupHook" -}}
+helm.sh/hook: post-delete
+helm.sh/hook-weight: {{ . | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}

@@ -24,8 +24,10 @@
 //  5. the serving certificate renewed through cert-manager (the Issuing
 //     condition, as `cmctl renew` sets it): both replicas serve it without a
 //     restart, no admission fails;
-//  7. helm uninstall: the webhook, RBAC and certificates are gone, a new pod
-//     is not injected, and what is left is listed;
+//  7. helm uninstall: the webhook, RBAC and certificates are gone, the chart's
+//     post-delete hook deletes the Lease and certificate Secrets made at run
+//     time, a new pod is not injected, and nothing of ours is left but the
+//     empty release namespace (helm never deletes one);
 //  6. the self-managed mode (certManager.enabled=false) through steps 1, 2
 //     and 7.
 //

@@ -583,34 +583,46 @@ func stepRenewal(t *testing.T) {
 	must(t, deleteNamespace(ctx, c.Client, ns, 2*time.Minute))
 }
 
-// stepUninstall is step 7: helm uninstall; the webhook configuration, RBAC and certificates are
-// gone; a pod created in appNS afterwards is not injected; then the leftovers are listed, the
-// release namespace deleted, and nothing of ours may remain.
+// stepUninstall is step 7: helm uninstall; the webhook configuration, RBAC, certificates and
+// what the release made at run time (the chart's post-delete hook) are gone, leaving only the
+// empty release namespace; a pod created in appNS afterwards is not injected; once the namespace
+// is deleted nothing of ours remains.
 func stepUninstall(t *testing.T, certManager bool, appNS string) {
 	c := cluster(t)
 	ctx := t.Context()
+	// What the release made at run time, and Helm never owned, is there before: the uninstall
+	// hook must delete it (so that "nothing left" below proves something).
+	secrets := map[bool][]string{true: {releaseName + "-ca", releaseName + "-tls"}, false: {releaseName + "-self-managed-tls"}}[certManager]
+	var lease coordinationv1.Lease
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: leaseName}, &lease))
+	for _, name := range secrets {
+		must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: name}, &corev1.Secret{}))
+	}
+
 	t0 := time.Now()
-	if _, err := helm(ctx, "uninstall", releaseName, "-n", releaseNS, "--wait", "--timeout", "2m"); err != nil {
-		t.Fatal(err)
+	out, err := helm(ctx, "uninstall", releaseName, "-n", releaseNS, "--wait", "--timeout", "4m")
+	if err != nil {
+		t.Fatalf("%v\nthe uninstall hook's pods:\n%s", err, hookLogs(ctx, c))
 	}
 	took := time.Since(t0)
-	// Helm-managed objects: none may remain.
-	must(t, waitFor(ctx, 2*time.Minute, 250*time.Millisecond, "the release's objects gone", func(ctx context.Context) (bool, string, error) {
-		left, err := leftovers(ctx, c)
-		if err != nil {
+	// Helm's objects, the run-time Lease and Secrets (the post-delete hook), the hook's own
+	// objects: all go; only the namespace helm created (--create-namespace) stays, as helm
+	// uninstall never deletes a namespace.
+	var left []leftover
+	must(t, waitFor(ctx, 2*time.Minute, 250*time.Millisecond, "nothing of ours left but the namespace", func(ctx context.Context) (bool, string, error) {
+		var err error
+		if left, err = leftovers(ctx, c); err != nil {
 			return false, err.Error(), nil
 		}
-		var helmOwned []string
+		var names []string
 		for _, l := range left {
-			switch l.Resource {
-			case "mutatingwebhookconfigurations", "clusterroles", "clusterrolebindings", "roles", "rolebindings", "deployments",
-				"replicasets", "pods", "services", "serviceaccounts", "configmaps", "poddisruptionbudgets", "certificates",
-				"issuers", "certificaterequests", "endpointslices":
-				helmOwned = append(helmOwned, l.String())
+			if l.Resource != "namespaces" || l.Name != releaseNS {
+				names = append(names, l.String())
 			}
 		}
-		return len(helmOwned) == 0, strings.Join(helmOwned, ", "), nil
+		return len(names) == 0, strings.Join(names, ", "), nil
 	}))
+	cleaned := time.Since(t0)
 	// The API server stops calling the webhook once its configuration is gone: a dry-run pod is
 	// accepted and not injected within seconds, then a real one.
 	var dry *corev1.Pod
@@ -627,29 +639,15 @@ func stepUninstall(t *testing.T, certManager bool, appNS string) {
 		t.Errorf("a pod created after the uninstall in %s (labelled istio-injection=enabled) was injected", appNS)
 	}
 
-	// What is left of ours, cluster-wide.
-	left, err := leftovers(ctx, c)
-	must(t, err)
 	var names []string
 	for _, l := range left {
 		names = append(names, l.String())
 	}
 	mode := map[bool]string{true: "cert-manager", false: "self-managed"}[certManager]
-	record(t, "%s uninstall: helm uninstall --wait %s; left of ours: %s", mode, took.Round(time.Millisecond), strings.Join(names, ", "))
-	// Only what helm never owned may remain: the namespace helm created (--create-namespace;
-	// helm uninstall never deletes namespaces), the leader election Lease the injector made, and
-	// the certificate Secrets (cert-manager keeps a Certificate's Secret when the Certificate is
-	// deleted, unless it runs with --enable-certificate-owner-ref: the chart's CA and serving
-	// certificate; in self-managed mode the injector made the Secret).
-	secrets := map[bool][]string{true: {releaseName + "-ca", releaseName + "-tls"}, false: {releaseName + "-self-managed-tls"}}[certManager]
-	for _, l := range left {
-		switch {
-		case l.Resource == "namespaces" && l.Name == releaseNS:
-		case l.Resource == "leases" && l.Namespace == releaseNS && l.Name == leaseName:
-		case l.Resource == "secrets" && l.Namespace == releaseNS && slices.Contains(secrets, l.Name):
-		default:
-			t.Errorf("left after helm uninstall: %s", l)
-		}
+	record(t, "%s uninstall: helm uninstall --wait %s (its post-delete hook deleted Lease %s and Secrets %s); everything of ours gone %s after the start; left cluster-wide: %s (empty; helm never deletes a namespace)",
+		mode, took.Round(time.Millisecond), leaseName, strings.Join(secrets, ", "), cleaned.Round(time.Millisecond), strings.Join(names, ", "))
+	if !strings.Contains(out, "uninstalled") {
+		t.Errorf("helm uninstall printed %q", out)
 	}
 	must(t, deleteNamespace(ctx, c.Client, releaseNS, 2*time.Minute))
 	left, err = leftovers(ctx, c)
@@ -657,6 +655,23 @@ func stepUninstall(t *testing.T, certManager bool, appNS string) {
 	if len(left) != 0 {
 		t.Errorf("left after deleting namespace %s too: %v", releaseNS, left)
 	}
+}
+
+// hookLogs returns the status and log of every pod of the chart's uninstall hook, for a failure message.
+func hookLogs(ctx context.Context, c *node.Cluster) string {
+	var pods corev1.PodList
+	if err := c.Client.List(ctx, &pods, client.InNamespace(releaseNS), client.MatchingLabels{"app.kubernetes.io/component": "uninstall-cleanup"}); err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		logs, err := c.Clientset.CoreV1().Pods(releaseNS).GetLogs(p.Name, &corev1.PodLogOptions{Container: "cleanup"}).DoRaw(ctx)
+		if err != nil {
+			logs = []byte(err.Error())
+		}
+		fmt.Fprintf(&b, "--- %s (%s):\n%s\n", p.Name, p.Status.Phase, logs)
+	}
+	return b.String()
 }
 
 func podNames(pods []corev1.Pod) []string {
