@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
 	"github.com/remora-mesh/remora/pkg/templates"
@@ -38,8 +39,8 @@ func (f *configFlags) register(cmd *cobra.Command) {
 
 // load builds the configuration: embedded defaults, then the files, then
 // the --set overrides.
-func (f *configFlags) load() (*templates.Config, error) {
-	src := templates.Sources{Templates: map[string]string{}}
+func (f *configFlags) load() (*config.Config, error) {
+	src := config.Sources{Templates: map[string]string{}}
 	var err error
 	if f.valuesFile != "" {
 		if src.Values, err = os.ReadFile(f.valuesFile); err != nil {
@@ -52,19 +53,19 @@ func (f *configFlags) load() (*templates.Config, error) {
 		}
 	}
 	if f.templatesDir != "" {
-		matches, err := filepath.Glob(filepath.Join(f.templatesDir, "*"+templates.TemplateSuffix))
+		matches, err := filepath.Glob(filepath.Join(f.templatesDir, "*"+templates.Suffix))
 		if err != nil {
 			return nil, fmt.Errorf("--templates: %w", err)
 		}
 		if len(matches) == 0 {
-			return nil, fmt.Errorf("--templates %s: no *%s files", f.templatesDir, templates.TemplateSuffix)
+			return nil, fmt.Errorf("--templates %s: no *%s files", f.templatesDir, templates.Suffix)
 		}
 		for _, m := range matches {
 			b, err := os.ReadFile(m)
 			if err != nil {
 				return nil, fmt.Errorf("--templates: %w", err)
 			}
-			src.Templates[strings.TrimSuffix(filepath.Base(m), templates.TemplateSuffix)] = string(b)
+			src.Templates[strings.TrimSuffix(filepath.Base(m), templates.Suffix)] = string(b)
 		}
 	}
 	for _, s := range f.sets {
@@ -72,7 +73,7 @@ func (f *configFlags) load() (*templates.Config, error) {
 			return nil, err
 		}
 	}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src)
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/configwatch"
 	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/pkg/upgrade"
@@ -123,7 +124,7 @@ func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
 // loadConfig computes the configuration the injector serves: the same
 // directory loading and command-line overrides as the serve command, so that
 // the hash matches the one injected pods carry.
-func (o *statusOptions) loadConfig(ctx context.Context, c client.Client) (*templates.Config, error) {
+func (o *statusOptions) loadConfig(ctx context.Context, c client.Client) (*config.Config, error) {
 	dir := o.configDir
 	if dir == "" {
 		cm := &corev1.ConfigMap{}
@@ -155,7 +156,7 @@ func (o *statusOptions) loadConfig(ctx context.Context, c client.Client) (*templ
 // mounts them for the injector.
 func writeConfigDir(dir string, cm *corev1.ConfigMap) error {
 	for name, data := range cm.Data {
-		if name != templates.ValuesFile && name != templates.MeshFile && !strings.HasSuffix(name, templates.TemplateSuffix) {
+		if name != config.ValuesFile && name != config.MeshFile && !strings.HasSuffix(name, templates.Suffix) {
 			continue
 		}
 		if filepath.Base(name) != name || strings.HasPrefix(name, ".") {
@@ -170,7 +171,7 @@ func writeConfigDir(dir string, cm *corev1.ConfigMap) error {
 
 // snapshot reads what upgrade.Evaluate needs from the API server: in one
 // namespace, or in all.
-func (o *statusOptions) snapshot(ctx context.Context, c client.Client, cfg *templates.Config) (*upgrade.Snapshot, error) {
+func (o *statusOptions) snapshot(ctx context.Context, c client.Client, cfg *config.Config) (*upgrade.Snapshot, error) {
 	s := &upgrade.Snapshot{Config: cfg, Revision: o.revision}
 	var opts []client.ListOption
 	if o.namespace != "" {

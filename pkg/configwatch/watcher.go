@@ -1,6 +1,6 @@
 // Package configwatch keeps the injector's configuration current while it
 // serves. It loads a configuration directory (a mounted ConfigMap: values.yaml,
-// mesh.yaml, *.tmpl) with templates.LoadDir, watches the directory with
+// mesh.yaml, *.tmpl) with config.LoadDir, watches the directory with
 // fsnotify (which sees the kubelet's atomic "..data" symlink swap as well as
 // plain writes and renames), re-checks it periodically as a safety net, and
 // publishes each new configuration through an atomic pointer only once it has
@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // Defaults applied to zero Options fields.
@@ -59,7 +59,7 @@ type Options struct {
 // safe for concurrent use.
 type Watcher struct {
 	opts    Options
-	current atomic.Pointer[templates.Config]
+	current atomic.Pointer[config.Config]
 	// watching is set while the fsnotify watch on the directory is in place.
 	watching atomic.Bool
 
@@ -98,7 +98,7 @@ func New(opts Options) (*Watcher, error) {
 
 // Current returns the configuration in effect. It never returns nil for a
 // Watcher built by New.
-func (w *Watcher) Current() *templates.Config { return w.current.Load() }
+func (w *Watcher) Current() *config.Config { return w.current.Load() }
 
 // Changes returns a channel that receives a value when a new configuration
 // was published (several changes in a row may arrive as one). There is one
@@ -231,15 +231,15 @@ func (w *Watcher) reload(logger logr.Logger) error {
 }
 
 // load reads and validates the configuration without publishing it.
-func (w *Watcher) load() (*templates.Config, error) {
+func (w *Watcher) load() (*config.Config, error) {
 	var (
-		cfg *templates.Config
+		cfg *config.Config
 		err error
 	)
 	if w.opts.Dir == "" {
-		cfg, err = templates.Default()
+		cfg, err = config.Default()
 	} else {
-		cfg, err = templates.LoadDir(w.opts.Dir)
+		cfg, err = config.LoadDir(w.opts.Dir)
 	}
 	if err != nil {
 		if w.opts.Dir == "" {
@@ -251,7 +251,7 @@ func (w *Watcher) load() (*templates.Config, error) {
 }
 
 // publish makes cfg current and updates the gauges.
-func (w *Watcher) publish(cfg *templates.Config) {
+func (w *Watcher) publish(cfg *config.Config) {
 	w.current.Store(cfg)
 	select {
 	case w.changed <- struct{}{}:
@@ -276,7 +276,7 @@ type Overrides struct {
 // apply returns cfg with the overrides. Config is immutable, so a changed
 // copy is returned; its hash covers the overrides, so that pods injected
 // with different effective settings never share a hash.
-func (o Overrides) apply(cfg *templates.Config) *templates.Config {
+func (o Overrides) apply(cfg *config.Config) *config.Config {
 	revision := o.Revision != "" && effectiveRevision(o.Revision) != effectiveRevision(cfg.Settings.Revision)
 	native := (o.NativeSidecars == "true" || o.NativeSidecars == "false") && o.NativeSidecars != cfg.Settings.NativeSidecars
 	if !revision && !native {

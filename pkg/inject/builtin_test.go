@@ -8,9 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // TestBuiltinPlacementEqualsRendering proves that placing the built-in
@@ -29,7 +29,7 @@ func TestBuiltinPlacementEqualsRendering(t *testing.T) {
 	if len(files) < 5 {
 		t.Fatalf("found only %d inputs", len(files))
 	}
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	var compared int
 	for _, f := range files {
 		in, err := os.ReadFile(f)

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // effect is one documented setting (a value or a pod annotation), set on
@@ -449,7 +449,7 @@ var annotationEffects = []effect{
 		want(t, "default-logs-container follows", r.Pod.Annotations[AnnotationDefaultLogsContainer], "other")
 	}},
 	{key: AnnotationConfigHash, set: []string{"global.proxy.logLevel=debug"}, check: func(t *testing.T, r Result) {
-		want(t, "hash recorded", r.Pod.Annotations[AnnotationConfigHash] != "" && r.Pod.Annotations[AnnotationConfigHash] != templates.MustDefault().Hash, true)
+		want(t, "hash recorded", r.Pod.Annotations[AnnotationConfigHash] != "" && r.Pod.Annotations[AnnotationConfigHash] != config.MustDefault().Hash, true)
 	}},
 }
 
@@ -462,15 +462,15 @@ func slicesIndexVolume(vs []corev1.Volume, name string) int {
 	return -1
 }
 
-func loadEffectConfig(t *testing.T, values string, sets []string) *templates.Config {
+func loadEffectConfig(t *testing.T, values string, sets []string) *config.Config {
 	t.Helper()
-	src := templates.Sources{Values: []byte(values)}
+	src := config.Sources{Values: []byte(values)}
 	for _, s := range sets {
 		if err := src.Set("values." + s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src)
 	if err != nil {
 		t.Fatalf("loading values %q %v: %v", values, sets, err)
 	}
@@ -557,7 +557,7 @@ var notOnThePod = map[string]string{
 // annotation the README names, has a row above.
 func TestEffectTablesCoverEveryDocumentedSetting(t *testing.T) {
 	leaves := map[string]bool{}
-	valueLeaves("", templates.MustDefault().Values, leaves)
+	valueLeaves("", config.MustDefault().Values, leaves)
 	b, err := os.ReadFile("../../charts/remora/values.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // Status is the sidecar.istio.io/status annotation: what was injected, so
@@ -184,7 +184,7 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev
 
 // finish adds the status and bookkeeping annotations, merges Prometheus
 // scraping and checks the result the way the API server would.
-func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContainers, statusPort int32, targets []scrapeTarget) error {
+func finish(out, orig *corev1.Pod, cfg *config.Config, touched templateContainers, statusPort int32, targets []scrapeTarget) error {
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
@@ -337,7 +337,7 @@ type promAnnotations struct {
 // With scrape targets (several app ports), the first one also fills port
 // and path, and the targets annotation is taken off the pod: the agent now
 // owns it.
-func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort int32, targets []scrapeTarget) {
+func mergePrometheus(out, orig *corev1.Pod, cfg *config.Config, statusPort int32, targets []scrapeTarget) {
 	if cfg.Mesh.EnablePrometheusMerge != nil && !*cfg.Mesh.EnablePrometheusMerge {
 		return
 	}

@@ -3,7 +3,7 @@ package inject
 import (
 	"testing"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 func FuzzParsePortList(f *testing.F) {
@@ -60,7 +60,7 @@ func FuzzAnnotations(f *testing.F) {
 		f.Add(uint8(i), `{"a":{"emptyDir":{}}}`)
 		_ = k
 	}
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	f.Fuzz(func(t *testing.T, idx uint8, value string) {
 		key := keys[int(idx)%len(keys)]
 		res, err := Inject(Request{Pod: testPod(map[string]string{key: value}), Config: cfg, NativeSidecars: idx%2 == 0})

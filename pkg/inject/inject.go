@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/templates"
 )
 
@@ -46,7 +47,7 @@ type Request struct {
 	// OwnNamespace is the injector's own namespace, never injected.
 	OwnNamespace string
 	// Config is the loaded configuration.
-	Config *templates.Config
+	Config *config.Config
 	// NativeSidecars says whether the cluster supports native sidecars
 	// (init containers with restartPolicy Always); the values' "auto" is
 	// resolved to this. Values "true"/"false" and the pod annotation win.
@@ -101,7 +102,7 @@ func Inject(req Request) (Result, error) {
 }
 
 // revision is the revision this configuration serves.
-func revision(cfg *templates.Config) string {
+func revision(cfg *config.Config) string {
 	if cfg.Settings.Revision != "" {
 		return cfg.Settings.Revision
 	}
@@ -188,10 +189,10 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	userProxyCfg := cfg.UserProxyConfig
 	if p.proxyConfig != nil {
 		var err error
-		if proxyCfg, err = templates.MergeProxyConfig(proxyCfg, *p.proxyConfig); err != nil {
+		if proxyCfg, err = config.MergeProxyConfig(proxyCfg, *p.proxyConfig); err != nil {
 			return nil, err
 		}
-		if userProxyCfg, err = templates.MergeProxyConfig(userProxyCfg, *p.proxyConfig); err != nil {
+		if userProxyCfg, err = config.MergeProxyConfig(userProxyCfg, *p.proxyConfig); err != nil {
 			return nil, err
 		}
 	}
@@ -251,9 +252,9 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		rewrite = false
 	}
 
-	data := &templates.Data{
+	data := &TemplateData{
 		TypeMeta:       metav1.TypeMeta{APIVersion: wl.APIVersion, Kind: wl.Kind},
-		DeploymentMeta: templates.WorkloadMeta{Name: wl.Name, Namespace: ns},
+		DeploymentMeta: WorkloadMeta{Name: wl.Name, Namespace: ns},
 		ObjectMeta:     orig.ObjectMeta,
 		Spec:           orig.Spec,
 		ProxyConfig:    proxyCfg,
@@ -411,7 +412,7 @@ func (t *templateContainers) record(fragment []byte) {
 	}
 }
 
-func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Data, names []string, touched *templateContainers) (*corev1.Pod, error) {
+func renderAndMerge(cfg *config.Config, orig *corev1.Pod, data *TemplateData, names []string, touched *templateContainers) (*corev1.Pod, error) {
 	current, err := json.Marshal(orig)
 	if err != nil {
 		return nil, fmt.Errorf("encoding pod: %w", err)
@@ -422,7 +423,11 @@ func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Dat
 			continue
 		}
 		seen[name] = true
-		rendered, err := cfg.Render(name, data)
+		t, ok := cfg.Templates[name]
+		if !ok {
+			return nil, fmt.Errorf("no template named %q", name)
+		}
+		rendered, err := templates.Execute(t, data)
 		if err != nil {
 			return nil, err
 		}
@@ -446,7 +451,7 @@ func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Dat
 // template does, without the text round trip: it adds the template's labels,
 // annotations, containers, volumes and pull secrets to a copy of the pod,
 // merging same-named items with the strategic merge rules.
-func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
+func placeBuiltin(orig *corev1.Pod, data *TemplateData) *corev1.Pod {
 	out := copyForInjection(orig)
 	for k, v := range data.Labels {
 		out.Labels[k] = v
@@ -634,7 +639,7 @@ func ownerURI(wl Workload, ns string) string {
 }
 
 // podMetadata returns the labels and annotations to add.
-func podMetadata(pod *corev1.Pod, s *templates.Settings, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
+func podMetadata(pod *corev1.Pod, s *config.Settings, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
 	lbl := map[string]string{
 		LabelTLSMode:           "istio",
 		LabelCanonicalName:     canonicalName(pod, wl),
@@ -658,7 +663,7 @@ func podMetadata(pod *corev1.Pod, s *templates.Settings, wl Workload, mode strin
 	return lbl, ann
 }
 
-func revisionFromSettings(s *templates.Settings) string {
+func revisionFromSettings(s *config.Settings) string {
 	if s.Revision != "" {
 		return s.Revision
 	}
@@ -701,7 +706,7 @@ func insertMountBefore(mounts []corev1.VolumeMount, before string, m corev1.Volu
 
 // cniAnnotations tells the Istio CNI plugin, which programs the rules in
 // place of the init container, what to capture.
-func cniAnnotations(ann map[string]string, pod *corev1.Pod, s *templates.Settings, p *parsed, statusPort int32, initArgs []string) {
+func cniAnnotations(ann map[string]string, pod *corev1.Pod, s *config.Settings, p *parsed, statusPort int32, initArgs []string) {
 	flag := func(name string) string {
 		for i := 0; i+1 < len(initArgs); i++ {
 			if initArgs[i] == name {

@@ -7,11 +7,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 func TestPolicy(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	enabled := map[string]string{LabelNamespaceInject: "enabled"}
 	tests := []struct {
 		name      string
@@ -63,7 +63,7 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestNeverAndAlwaysInjectSelectors(t *testing.T) {
-	src := templates.Sources{Values: []byte(`
+	src := config.Sources{Values: []byte(`
 sidecarInjectorWebhook:
   neverInjectSelector:
   - matchExpressions:
@@ -71,7 +71,7 @@ sidecarInjectorWebhook:
   alwaysInjectSelector:
   - matchLabels: {force: "yes"}
 `)}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ sidecarInjectorWebhook:
 }
 
 func TestInjectIsIdempotentAndPure(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	pod := testPod(nil)
 	before := pod.DeepCopy()
 	res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
@@ -109,7 +109,7 @@ func TestInjectIsIdempotentAndPure(t *testing.T) {
 }
 
 func TestNativeAndClassicLayouts(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	hold := `holdApplicationUntilProxyStarts: true`
 	tests := []struct {
 		name                  string
@@ -163,7 +163,7 @@ func containerNames(cs []corev1.Container) []string {
 func joined(s []string) string { return fmt.Sprint(s) }
 
 func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	tests := []struct {
 		name   string
 		mutate func(*corev1.Pod)
@@ -215,7 +215,7 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 // annotations and containers injection rewrites, and expects the original
 // pod back.
 func TestUninjectRestoresWhatInjectionChanged(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	tests := []struct {
 		name   string
 		mutate func(*corev1.Pod)

@@ -27,11 +27,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
@@ -69,7 +69,7 @@ type propertyInput struct {
 	name   string
 	pod    *corev1.Pod
 	raw    []byte // the pod template as written, in JSON
-	cfg    *templates.Config
+	cfg    *config.Config
 	native bool
 }
 
@@ -128,7 +128,7 @@ func goldenInputs(t *testing.T) []propertyInput {
 			for i, p := range pods {
 				out = append(out, propertyInput{
 					name: fmt.Sprintf("golden/%s#%d/native=%v", filepath.Base(f), i, native),
-					pod:  p, raw: raws[i], cfg: templates.MustDefault(), native: native,
+					pod:  p, raw: raws[i], cfg: config.MustDefault(), native: native,
 				})
 			}
 		}
@@ -181,8 +181,8 @@ func corpusInputs(t *testing.T) []propertyInput {
 
 // caseConfig turns a case's settings into a configuration, as the
 // conformance test does, leaving out what only Istio has.
-func caseConfig(settings string) (*templates.Config, bool, error) {
-	var src templates.Sources
+func caseConfig(settings string) (*config.Config, bool, error) {
+	var src config.Sources
 	native := true
 	for _, s := range strings.Split(settings, ";") {
 		s = strings.TrimSpace(s)
@@ -208,7 +208,7 @@ func caseConfig(settings string) (*templates.Config, bool, error) {
 			return nil, false, fmt.Errorf("setting %q: %w", s, err)
 		}
 	}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src)
 	return cfg, native, err
 }
 
@@ -217,10 +217,10 @@ type admissionServer struct {
 	h http.Handler
 }
 
-func newAdmissionServer(t *testing.T, cfg *templates.Config, native bool) *admissionServer {
+func newAdmissionServer(t *testing.T, cfg *config.Config, native bool) *admissionServer {
 	t.Helper()
 	h, err := webhook.NewHandler(webhook.Options{
-		Config:         func() *templates.Config { return cfg },
+		Config:         func() *config.Config { return cfg },
 		Namespaces:     enabledEverywhere{},
 		OwnNamespace:   ownNamespace,
 		NativeSidecars: native,
@@ -297,7 +297,7 @@ func generic(t *testing.T, b []byte) any {
 func TestWebhookPatchGivesTheEnginesPod(t *testing.T) {
 	inputs := append(goldenInputs(t), corpusInputs(t)...)
 	type server struct {
-		cfg    *templates.Config
+		cfg    *config.Config
 		native bool
 	}
 	servers := map[server]*admissionServer{}
@@ -447,7 +447,7 @@ func FuzzAnnotationSet(f *testing.F) {
 	seed(inject.AnnotationTemplates, "sidecar", inject.AnnotationProxyConfig, "concurrency: 2")
 	seed(inject.AnnotationInterceptionMode, "TPROXY", inject.AnnotationIncludeInboundPorts, "*", inject.AnnotationExcludeOutboundCIDRs, "10.0.0.1,::1")
 	seed(inject.AnnotationNativeSidecar, "maybe", inject.AnnotationLogLevel, "verbose", inject.AnnotationIncludeInboundPorts, "80,,x")
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	f.Fuzz(func(t *testing.T, lines string, native bool) {
 		ann := map[string]string{}
 		for _, line := range strings.Split(lines, "\n") {

@@ -10,10 +10,10 @@ import (
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 func apply(t *testing.T, raw []byte, ops any) []byte {
@@ -56,7 +56,7 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 	if len(files) < 10 {
 		t.Fatalf("only %d inputs", len(files))
 	}
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	var direct, total int
 	for _, f := range files {
 		in, err := os.ReadFile(f)

@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // Kinds of the workloads pods are grouped by.
@@ -92,7 +92,7 @@ type PodVerdict struct {
 // Revision returns the revision whose pods are considered: the given one
 // when set (the injector's --revision), else the configuration's, else
 // Istio's "default".
-func Revision(revision string, cfg *templates.Config) string {
+func Revision(revision string, cfg *config.Config) string {
 	if revision != "" {
 		return revision
 	}
@@ -112,7 +112,7 @@ func Considered(pod *PodInfo, revision string) bool {
 // ClassifyPod classifies an injected pod against the current configuration.
 // nsLabels are the labels of the pod's namespace; revision is the revision
 // this injector serves (see Revision). The caller checks Considered first.
-func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, revision string) PodVerdict {
+func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *config.Config, revision string) PodVerdict {
 	if selected, reason := Selected(pod, nsLabels, cfg, revision); !selected {
 		return PodVerdict{State: PodUnselected, Reason: reason}
 	}
@@ -126,7 +126,7 @@ func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config
 // the pod chooses its own, else the configuration. A pod whose injected
 // image is unknown (watched as metadata, injected before Remora recorded
 // remora.io/proxy-image) reports a configuration change.
-func changeOf(pod *PodInfo, cfg *templates.Config) Change {
+func changeOf(pod *PodInfo, cfg *config.Config) Change {
 	if pod.OwnImage {
 		return ChangeConfig
 	}
@@ -154,7 +154,7 @@ func ProxyImage(pod *corev1.Pod) string {
 // istio-injection or istio.io/rev label, the pod's istio.io/rev label, its
 // sidecar.istio.io/inject label or annotation, and the configuration's
 // selectors. When it is not, the reason says why.
-func Selected(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, revision string) (bool, string) {
+func Selected(pod *PodInfo, nsLabels map[string]string, cfg *config.Config, revision string) (bool, string) {
 	ns := pod.Namespace
 	if slices.Contains(inject.IgnoredNamespaces, ns) {
 		return false, fmt.Sprintf("namespace %q is never injected", ns)
@@ -230,7 +230,7 @@ func (r Ref) Restartable() bool {
 // strips the rest.
 type Snapshot struct {
 	// Config is the current configuration.
-	Config *templates.Config
+	Config *config.Config
 	// Revision is the revision this injector serves; empty: the
 	// configuration's (see Revision).
 	Revision string

@@ -9,13 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // injectedPod returns a pod injected with cfg in namespace ns, with the
 // extra labels and annotations applied before injection.
-func injectedPod(t testing.TB, cfg *templates.Config, ns, name string, labels, annotations map[string]string) corev1.Pod {
+func injectedPod(t testing.TB, cfg *config.Config, ns, name string, labels, annotations map[string]string) corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, Annotations: annotations},
@@ -55,7 +55,7 @@ func owned(pod corev1.Pod, apiVersion, kind, name string) corev1.Pod {
 
 func TestClassifyPod(t *testing.T) {
 	v1, v2 := loadConfig(t, "example.com/proxy:v1"), loadConfig(t, "example.com/proxy:v2")
-	sameImage, err := templates.Load(templates.Sources{
+	sameImage, err := config.Load(config.Sources{
 		Values: []byte("global:\n  proxy:\n    image: example.com/proxy:v1\n  logging:\n    level: debug\n"),
 	})
 	if err != nil {
@@ -64,7 +64,7 @@ func TestClassifyPod(t *testing.T) {
 	if sameImage.Hash == v1.Hash {
 		t.Fatal("the configurations should differ")
 	}
-	canary, err := templates.Load(templates.Sources{Values: []byte("revision: canary\n")})
+	canary, err := config.Load(config.Sources{Values: []byte("revision: canary\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestClassifyPod(t *testing.T) {
 		name     string
 		pod      corev1.Pod
 		nsLabels map[string]string
-		cfg      *templates.Config
+		cfg      *config.Config
 		revision string
 		want     PodVerdict
 	}{
@@ -144,7 +144,7 @@ func TestClassifyPod(t *testing.T) {
 
 func TestConsidered(t *testing.T) {
 	v1 := loadConfig(t, "example.com/proxy:v1")
-	canary, err := templates.Load(templates.Sources{Values: []byte("revision: canary\n")})
+	canary, err := config.Load(config.Sources{Values: []byte("revision: canary\n")})
 	if err != nil {
 		t.Fatal(err)
 	}

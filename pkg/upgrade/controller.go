@@ -31,8 +31,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // Defaults applied to zero Options fields.
@@ -73,7 +73,7 @@ const (
 type Options struct {
 	// Config returns the injector's current configuration (for example
 	// configwatch's Watcher.Current). Required.
-	Config func() *templates.Config
+	Config func() *config.Config
 	// Changes, when set, signals that the configuration changed; the
 	// controller also polls Config's Hash every ConfigPollInterval.
 	Changes <-chan struct{}
@@ -437,7 +437,7 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 
 // snapshot lists the cache. The lists are read-only, so they are not
 // deep-copied.
-func (r *reconciler) snapshot(ctx context.Context, cfg *templates.Config) (*Snapshot, error) {
+func (r *reconciler) snapshot(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
 	s := &Snapshot{Config: cfg, Revision: r.opts.Revision}
 	var (
 		deps = &appsv1.DeploymentList{}

@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // Reasons the handler reports in addition to the engine's inject.Reason set,
@@ -61,7 +61,7 @@ var (
 type Options struct {
 	// Config returns the configuration in effect (configwatch.Watcher.Current).
 	// It is called once per admission and must not return nil.
-	Config func() *templates.Config
+	Config func() *config.Config
 	// Namespaces reads namespaces; give it the manager's cached client so
 	// that an admission never costs an API request. The handler reads
 	// metav1.PartialObjectMetadata, so the cache holds only metadata.

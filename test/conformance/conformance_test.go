@@ -35,9 +35,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // corpusDir is where CI and developers have the shared corpus: beside the
@@ -182,7 +182,7 @@ func ptr[T any](v T) *T { return &v }
 
 // caseConfig turns a case's settings into a configuration and the native
 // sidecar switch.
-func caseConfig(dir, settings string) (src templates.Sources, native bool, err error) {
+func caseConfig(dir, settings string) (src config.Sources, native bool, err error) {
 	native = true
 	for _, s := range strings.Split(settings, ";") {
 		s = strings.TrimSpace(s)
@@ -216,7 +216,7 @@ func caseConfig(dir, settings string) (src templates.Sources, native bool, err e
 	return src, native, nil
 }
 
-func runInject(cfg *templates.Config, native bool, input []byte) ([]byte, error) {
+func runInject(cfg *config.Config, native bool, input []byte) ([]byte, error) {
 	out, _, err := manifest.Process(bytes.NewReader(input), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
 		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, NativeSidecars: native, Workload: wl})
 		if err != nil {
@@ -240,7 +240,7 @@ func caseDiffs(dir string, r run) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src)
 	var out []byte
 	if err == nil {
 		out, err = runInject(cfg, native, input)

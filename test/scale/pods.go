@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -61,7 +61,7 @@ func basePod(path string) (*corev1.Pod, error) {
 // injected by the engine with cfg, o.barePods of them without an owner,
 // the others ReplicaSets' of o.podsPerReplicaSet, round-robin over the
 // namespaces, o.creators at a time. Nothing runs them.
-func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *templates.Config) (*population, error) {
+func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *config.Config) (*population, error) {
 	base, err := basePod(o.podFile)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package templates
+package config
 
 import (
 	"crypto/sha256"
@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -19,19 +20,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/pkg/templates"
 )
 
-//go:embed default/values.yaml default/mesh.yaml default/*.tmpl
+//go:embed default/values.yaml default/mesh.yaml
 var defaultFS embed.FS
 
 // File names read from a configuration directory (a mounted ConfigMap).
 const (
 	// ValuesFile holds Istio-style injector values, overlaid on the defaults.
 	ValuesFile = "values.yaml"
-	// MeshFile holds the mesh config, overlaid on the defaults.
+	// MeshFile holds the mesh config, overlaid on the defaults. Template
+	// files end in templates.Suffix.
 	MeshFile = "mesh.yaml"
-	// TemplateSuffix marks a template file; its base name is the template name.
-	TemplateSuffix = ".tmpl"
 )
 
 // Sources are the raw inputs of a Config. Empty fields keep the embedded
@@ -173,12 +175,12 @@ func LoadDir(dir string) (*Config, error) {
 			if src.Mesh, err = os.ReadFile(path); err != nil {
 				return nil, fmt.Errorf("reading %s: %w", path, err)
 			}
-		case strings.HasSuffix(name, TemplateSuffix):
+		case strings.HasSuffix(name, templates.Suffix):
 			b, err := os.ReadFile(path)
 			if err != nil {
 				return nil, fmt.Errorf("reading %s: %w", path, err)
 			}
-			src.Templates[strings.TrimSuffix(name, TemplateSuffix)] = string(b)
+			src.Templates[strings.TrimSuffix(name, templates.Suffix)] = string(b)
 		}
 	}
 	return Load(src)
@@ -262,20 +264,11 @@ func Load(src Sources) (*Config, error) {
 
 	// Templates: embedded, then values' sidecarInjectorWebhook.templates,
 	// then the sources' files.
-	texts := map[string]string{}
-	embeddedTexts := map[string]string{}
-	embedded, err := fs.Glob(defaultFS, "default/*.tmpl")
+	embeddedTexts, err := templates.Builtin()
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range embedded {
-		b, err := defaultFS.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		texts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
-		embeddedTexts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
-	}
+	texts := maps.Clone(embeddedTexts)
 	if sw, ok := values["sidecarInjectorWebhook"].(map[string]any); ok {
 		if ts, ok := sw["templates"].(map[string]any); ok {
 			for name, t := range ts {
@@ -292,9 +285,9 @@ func Load(src Sources) (*Config, error) {
 	}
 	parsed := make(map[string]*template.Template, len(texts))
 	for name, text := range texts {
-		t, err := template.New(name).Funcs(FuncMap()).Option("missingkey=zero").Parse(text)
+		t, err := templates.Parse(name, text)
 		if err != nil {
-			return nil, fmt.Errorf("template %q: %w", name, err)
+			return nil, err
 		}
 		parsed[name] = t
 	}
