@@ -53,7 +53,7 @@ type statusFixture struct {
 
 func (f *statusFixture) load(values string) *config.Config {
 	f.t.Helper()
-	cfg, err := config.Load(config.Sources{Values: []byte(values)})
+	cfg, err := config.Load(config.Sources{Values: []byte(values)}, config.Overrides{})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func (f *statusFixture) pod(cfg *config.Config, ns, name string, owner client.Ob
 		},
 	}
 	res, err := inject.Inject(inject.Request{Pod: p, Namespace: ns, NamespaceLabels: map[string]string{inject.LabelNamespaceInject: "enabled"},
-		Config: cfg, NativeSidecars: true})
+		Config: cfg})
 	if err != nil || !res.Injected {
 		f.t.Fatalf("injecting %s: %v (%s)", name, err, res.Message)
 	}

@@ -278,55 +278,28 @@ func TestPeriodicResyncCatchesMissedChanges(t *testing.T) {
 	waitFor(t, "the periodic re-check", func() bool { return w.Current().Settings.ProxyImage == "example.com/proxy:v3" })
 }
 
-func TestOverrides(t *testing.T) {
-	tests := []struct {
-		name, values string
-		overrides    Overrides
-		wantRevision string
-		wantNative   string
-		sameHash     bool
-	}{
-		{name: "none keeps the values", values: "revision: canary\n", wantRevision: "canary", wantNative: "auto", sameHash: true},
-		{name: "revision flag wins", values: "revision: canary\n", overrides: Overrides{Revision: "stable"}, wantRevision: "stable", wantNative: "auto"},
-		{name: "revision flag equal to the values", values: "revision: canary\n", overrides: Overrides{Revision: "canary"}, wantRevision: "canary", wantNative: "auto", sameHash: true},
-		{name: "revision over the default", overrides: Overrides{Revision: "canary"}, wantRevision: "canary", wantNative: "auto"},
-		{name: "default revision flag over the empty revision", overrides: Overrides{Revision: "default"}, wantRevision: "", wantNative: "auto", sameHash: true},
-		{name: "native sidecars flag wins", values: "global:\n  nativeSidecars: \"false\"\n", overrides: Overrides{NativeSidecars: "true"}, wantNative: "true"},
-		{name: "native sidecars auto leaves the values", values: "global:\n  nativeSidecars: \"false\"\n", overrides: Overrides{NativeSidecars: "auto"}, wantNative: "false", sameHash: true},
-		{name: "both", overrides: Overrides{Revision: "canary", NativeSidecars: "false"}, wantRevision: "canary", wantNative: "false"},
+func TestOverridesApplyToEveryLoad(t *testing.T) {
+	dir := t.TempDir()
+	values := filepath.Join(dir, config.ValuesFile)
+	writeFile(t, values, "revision: canary\n")
+	o := config.Overrides{Revision: "stable", NativeSidecars: "false"}
+	w, err := New(Options{Dir: dir, Overrides: o, Debounce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			writeFile(t, filepath.Join(dir, config.ValuesFile), tt.values)
-			plain, err := config.LoadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := New(Options{Dir: dir, Overrides: tt.overrides})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := w.Current()
-			if got.Settings.Revision != tt.wantRevision || got.Settings.NativeSidecars != tt.wantNative {
-				t.Fatalf("revision %q, nativeSidecars %q; want %q, %q", got.Settings.Revision, got.Settings.NativeSidecars, tt.wantRevision, tt.wantNative)
-			}
-			if tt.wantRevision != "" && got.Values["revision"] != tt.wantRevision {
-				t.Errorf("values revision %v, want %q", got.Values["revision"], tt.wantRevision)
-			}
-			if g := got.Values["global"].(map[string]any)["nativeSidecars"]; g != tt.wantNative {
-				t.Errorf("values global.nativeSidecars %v, want %q", g, tt.wantNative)
-			}
-			if (got.Hash == plain.Hash) != tt.sameHash {
-				t.Fatalf("hash %s vs unmodified %s; want same=%v", got.Hash, plain.Hash, tt.sameHash)
-			}
-			// The loaded configuration is never modified in place.
-			revision, native := plain.Settings.Revision, plain.Values["global"].(map[string]any)["nativeSidecars"]
-			Overrides{Revision: "other", NativeSidecars: "true"}.apply(plain)
-			if plain.Settings.Revision != revision || plain.Values["global"].(map[string]any)["nativeSidecars"] != native {
-				t.Fatal("apply modified its input")
-			}
-		})
+	for _, content := range []string{"revision: canary\n", proxyV2} {
+		writeFile(t, values, content)
+		if err := w.Reload(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		want, err := config.Load(config.FromData(map[string]string{config.ValuesFile: content}), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := w.Current()
+		if got.Revision() != "stable" || got.Settings.NativeSidecars || got.Hash != want.Hash {
+			t.Fatalf("revision %q, native sidecars %v, hash %s; want stable, false, %s", got.Revision(), got.Settings.NativeSidecars, got.Hash, want.Hash)
+		}
 	}
 }
 

@@ -84,7 +84,7 @@ func TestInvalidAnnotationsAreRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.annotation+"="+tt.value, func(t *testing.T) {
 			pod := testPod(map[string]string{tt.annotation: tt.value})
-			res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			res, err := Inject(Request{Pod: pod, Config: cfg})
 			var ae *AnnotationError
 			if !errors.As(err, &ae) {
 				t.Fatalf("want *AnnotationError, got %v", err)
@@ -148,7 +148,7 @@ func TestValidAnnotationsAccepted(t *testing.T) {
 		AnnotationUserVolume:           `{"extra":{"emptyDir":{}}}`,
 		AnnotationUserVolumeMount:      `{"extra":{"mountPath":"/extra"}}`,
 	})
-	res, err := Inject(Request{Pod: pod, Config: config.MustDefault(), NativeSidecars: true})
+	res, err := Inject(Request{Pod: pod, Config: config.MustDefault()})
 	if err != nil {
 		t.Fatalf("Inject: %v", err)
 	}

@@ -36,7 +36,7 @@ func benchInject(b *testing.B, file string, render bool) {
 		b.Fatal(err)
 	}
 	cfg := config.MustDefault()
-	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, NativeSidecars: true, AlwaysRender: render}
+	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, AlwaysRender: render}
 	b.ReportAllocs()
 	for b.Loop() {
 		res, err := Inject(req)

@@ -101,8 +101,8 @@ func buildProxy(req Request, p *parsed, pc, userPC config.ProxyConfig, b proxyBu
 	if caAddr == "" {
 		// istiod of this revision, as Istio's template computes it.
 		istiod := "istiod"
-		if s.Revision != "" && s.Revision != DefaultRevision {
-			istiod += "-" + s.Revision
+		if rev := req.Config.Revision(); rev != config.DefaultRevision {
+			istiod += "-" + rev
 		}
 		caAddr = istiod + "." + s.IstioNamespace + ".svc:15012"
 	}

@@ -462,15 +462,16 @@ func slicesIndexVolume(vs []corev1.Volume, name string) int {
 	return -1
 }
 
-func loadEffectConfig(t *testing.T, values string, sets []string) *config.Config {
+func loadEffectConfig(t *testing.T, values string, sets []string, native bool) *config.Config {
 	t.Helper()
 	src := config.Sources{Values: []byte(values)}
+	o := config.Overrides{ServerVersion: serverVersion(native)}
 	for _, s := range sets {
-		if err := src.Set("values." + s); err != nil {
+		if err := o.Set("values." + s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := config.Load(src)
+	cfg, err := config.Load(src, o)
 	if err != nil {
 		t.Fatalf("loading values %q %v: %v", values, sets, err)
 	}
@@ -493,7 +494,7 @@ func runEffects(t *testing.T, rows []effect) {
 	for _, e := range rows {
 		t.Run(e.key, func(t *testing.T) {
 			run := func(values string, sets []string, ann map[string]string, row bool) Result {
-				cfg := loadEffectConfig(t, values, sets)
+				cfg := loadEffectConfig(t, values, sets, !e.classic)
 				pod := testPod(ann)
 				if e.pod != nil {
 					e.pod(pod)
@@ -501,7 +502,7 @@ func runEffects(t *testing.T, rows []effect) {
 				if row && e.rowPod != nil {
 					e.rowPod(pod)
 				}
-				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg, NativeSidecars: !e.classic})
+				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg})
 				if err != nil {
 					t.Fatalf("Inject: %v", err)
 				}

@@ -192,7 +192,7 @@ func finish(out, orig *corev1.Pod, cfg *config.Config, touched templateContainer
 	origCont := names(orig.Spec.Containers, containerName)
 	origVol := names(orig.Spec.Volumes, func(v corev1.Volume) string { return v.Name })
 	origSecrets := names(orig.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) string { return r.Name })
-	st := Status{Revision: revisionFromSettings(&cfg.Settings)}
+	st := Status{Revision: cfg.Revision()}
 	// What the templates wrote, in their order (as Istio lists it), then
 	// anything else new.
 	st.InitContainers = statusNames(out.Spec.InitContainers, origInit, touched.init)

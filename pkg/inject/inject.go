@@ -26,8 +26,6 @@ const (
 	EnvoyReadinessPort = 15021
 	// EnvoyPrometheusPort is Envoy's own metrics port.
 	EnvoyPrometheusPort = 15090
-	// DefaultRevision is the revision name when values set none.
-	DefaultRevision = "default"
 )
 
 // IgnoredNamespaces are never injected, whatever their labels say.
@@ -46,12 +44,10 @@ type Request struct {
 	NamespaceLabels map[string]string
 	// OwnNamespace is the injector's own namespace, never injected.
 	OwnNamespace string
-	// Config is the loaded configuration.
+	// Config is the loaded configuration. Whether the proxy is a native
+	// sidecar is part of it (Settings.NativeSidecars, resolved by the API
+	// server's version at load); the pod's annotation wins.
 	Config *config.Config
-	// NativeSidecars says whether the cluster supports native sidecars
-	// (init containers with restartPolicy Always); the values' "auto" is
-	// resolved to this. Values "true"/"false" and the pod annotation win.
-	NativeSidecars bool
 	// Workload names the pod's owning workload; when empty it is derived
 	// from the pod's owner references and generateName.
 	Workload Workload
@@ -101,14 +97,6 @@ func Inject(req Request) (Result, error) {
 	return Result{Pod: out, Injected: true, Reason: ReasonInjected, Message: "injected " + ProxyContainerName}, nil
 }
 
-// revision is the revision this configuration serves.
-func revision(cfg *config.Config) string {
-	if cfg.Settings.Revision != "" {
-		return cfg.Settings.Revision
-	}
-	return DefaultRevision
-}
-
 func explicitInject(pod *corev1.Pod) (value string, set bool) {
 	if v, ok := pod.Labels[LabelInject]; ok {
 		return v, true
@@ -136,7 +124,7 @@ func policy(req Request, ns string) (Reason, string, bool) {
 		return ReasonPodOptOut, fmt.Sprintf("the pod sets %s=false", LabelInject), true
 	}
 	cfg := req.Config
-	rev := revision(cfg)
+	rev := cfg.Revision()
 	if req.NamespaceLabels != nil {
 		nsInject := req.NamespaceLabels[LabelNamespaceInject]
 		nsRev, nsHasRev := req.NamespaceLabels[LabelRevision]
@@ -145,7 +133,7 @@ func policy(req Request, ns string) (Reason, string, bool) {
 		case nsInject == "disabled":
 			return ReasonNamespaceDisabled, fmt.Sprintf("namespace %q has %s=disabled", ns, LabelNamespaceInject), true
 		case nsInject == "enabled":
-			if rev != DefaultRevision && (!podHasRev || podRev != rev) {
+			if rev != config.DefaultRevision && (!podHasRev || podRev != rev) {
 				return ReasonOtherRevision, fmt.Sprintf("namespace %q is enabled for the default revision, this injector serves %q", ns, rev), true
 			}
 		case nsHasRev:
@@ -197,13 +185,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		}
 	}
 
-	native := req.NativeSidecars
-	switch s.NativeSidecars {
-	case "true":
-		native = true
-	case "false":
-		native = false
-	}
+	native := s.NativeSidecars
 	if p.nativeSidecar != nil {
 		native = *p.nativeSidecar
 	}
@@ -260,7 +242,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		ProxyConfig:    proxyCfg,
 		MeshConfig:     cfg.Mesh,
 		Values:         cfg.Values,
-		Revision:       revision(cfg),
+		Revision:       cfg.Revision(),
 		NativeSidecar:  native,
 		ProxyImage:     s.ProxyImage,
 		ProxyUID:       s.ProxyUID,
@@ -296,7 +278,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	for _, name := range s.ImagePullSecrets {
 		data.ImagePullSecrets = append(data.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 	}
-	data.Labels, data.Annotations = podMetadata(orig, s, wl, mode, p)
+	data.Labels, data.Annotations = podMetadata(orig, cfg, wl, mode, p)
 	if s.CNIEnabled && data.Init != nil {
 		cniAnnotations(data.Annotations, orig, s, p, statusPort, data.Init.Args)
 	}
@@ -639,7 +621,8 @@ func ownerURI(wl Workload, ns string) string {
 }
 
 // podMetadata returns the labels and annotations to add.
-func podMetadata(pod *corev1.Pod, s *config.Settings, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
+func podMetadata(pod *corev1.Pod, cfg *config.Config, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
+	s := &cfg.Settings
 	lbl := map[string]string{
 		LabelTLSMode:           "istio",
 		LabelCanonicalName:     canonicalName(pod, wl),
@@ -652,7 +635,7 @@ func podMetadata(pod *corev1.Pod, s *config.Settings, wl Workload, mode string, 
 		lbl["topology.istio.io/network"] = s.Network
 	}
 	ann := map[string]string{
-		LabelRevision: revisionFromSettings(s),
+		LabelRevision: cfg.Revision(),
 	}
 	for k, v := range s.InjectedAnnotations {
 		ann[k] = v
@@ -661,13 +644,6 @@ func podMetadata(pod *corev1.Pod, s *config.Settings, wl Workload, mode string, 
 		ann[AnnotationInterceptionMode] = mode
 	}
 	return lbl, ann
-}
-
-func revisionFromSettings(s *config.Settings) string {
-	if s.Revision != "" {
-		return s.Revision
-	}
-	return DefaultRevision
 }
 
 func canonicalName(pod *corev1.Pod, wl Workload) string {

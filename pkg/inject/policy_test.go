@@ -71,7 +71,7 @@ sidecarInjectorWebhook:
   alwaysInjectSelector:
   - matchLabels: {force: "yes"}
 `)}
-	cfg, err := config.Load(src)
+	cfg, err := config.Load(src, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,14 @@ func TestInjectIsIdempotentAndPure(t *testing.T) {
 	cfg := config.MustDefault()
 	pod := testPod(nil)
 	before := pod.DeepCopy()
-	res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+	res, err := Inject(Request{Pod: pod, Config: cfg})
 	if err != nil || !res.Injected {
 		t.Fatalf("Inject: %v %v", res.Reason, err)
 	}
 	if pod.String() != before.String() {
 		t.Fatal("Inject modified its input pod")
 	}
-	again, err := Inject(Request{Pod: res.Pod, Config: cfg, NativeSidecars: true})
+	again, err := Inject(Request{Pod: res.Pod, Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,22 @@ func TestInjectIsIdempotentAndPure(t *testing.T) {
 	}
 }
 
+// serverVersion is an API server version on which the values' default,
+// nativeSidecars auto, means native sidecars or not.
+func serverVersion(native bool) string {
+	if native {
+		return "v1.37.2"
+	}
+	return "v1.28.0"
+}
+
+// nativeConfig is the default configuration on an API server with or
+// without native sidecars.
+func nativeConfig(native bool) *config.Config {
+	return config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: serverVersion(native)})
+}
+
 func TestNativeAndClassicLayouts(t *testing.T) {
-	cfg := config.MustDefault()
 	hold := `holdApplicationUntilProxyStarts: true`
 	tests := []struct {
 		name                  string
@@ -126,7 +140,7 @@ func TestNativeAndClassicLayouts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := Inject(Request{Pod: testPod(tt.ann), Config: cfg, NativeSidecars: tt.native})
+			res, err := Inject(Request{Pod: testPod(tt.ann), Config: nativeConfig(tt.native)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +214,7 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := testPod(nil)
 			tt.mutate(pod)
-			_, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			_, err := Inject(Request{Pod: pod, Config: cfg})
 			if err == nil || !IsRefused(err) {
 				t.Fatalf("want a refusal, got %v", err)
 			}
@@ -235,7 +249,7 @@ func TestUninjectRestoresWhatInjectionChanged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := testPod(nil)
 			tt.mutate(pod)
-			res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			res, err := Inject(Request{Pod: pod, Config: cfg})
 			if err != nil || !res.Injected {
 				t.Fatalf("Inject: %v %v", res.Reason, err)
 			}

@@ -23,7 +23,7 @@ func benchPods(b *testing.B) ([]byte, *corev1.Pod, *corev1.Pod) {
 		b.Fatal(err)
 	}
 	raw, _ := json.Marshal(pod)
-	res, err := inject.Inject(inject.Request{Pod: pod, Config: config.MustDefault(), NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Config: config.MustDefault()})
 	if err != nil {
 		b.Fatal(err)
 	}

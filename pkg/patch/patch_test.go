@@ -64,7 +64,7 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, _ = manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-			res, err := inject.Inject(inject.Request{Pod: pod, Config: cfg, NativeSidecars: true, Workload: wl})
+			res, err := inject.Inject(inject.Request{Pod: pod, Config: cfg, Workload: wl})
 			if err != nil || !res.Injected {
 				return pod, false, "", "", nil
 			}

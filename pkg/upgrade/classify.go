@@ -89,19 +89,6 @@ type PodVerdict struct {
 	Reason string
 }
 
-// Revision returns the revision whose pods are considered: the given one
-// when set (the injector's --revision), else the configuration's, else
-// Istio's "default".
-func Revision(revision string, cfg *config.Config) string {
-	if revision != "" {
-		return revision
-	}
-	if cfg != nil && cfg.Settings.Revision != "" {
-		return cfg.Settings.Revision
-	}
-	return inject.DefaultRevision
-}
-
 // Considered reports whether Evaluate looks at the pod at all: it carries
 // the status annotation of the given revision, and it is neither finished
 // (Succeeded or Failed) nor terminating.
@@ -111,7 +98,7 @@ func Considered(pod *PodInfo, revision string) bool {
 
 // ClassifyPod classifies an injected pod against the current configuration.
 // nsLabels are the labels of the pod's namespace; revision is the revision
-// this injector serves (see Revision). The caller checks Considered first.
+// this injector serves (cfg.Revision()). The caller checks Considered first.
 func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *config.Config, revision string) PodVerdict {
 	if selected, reason := Selected(pod, nsLabels, cfg, revision); !selected {
 		return PodVerdict{State: PodUnselected, Reason: reason}
@@ -170,7 +157,7 @@ func Selected(pod *PodInfo, nsLabels map[string]string, cfg *config.Config, revi
 	case nsInject == "disabled":
 		return false, fmt.Sprintf("namespace %q has %s=disabled", ns, inject.LabelNamespaceInject)
 	case nsInject == "enabled":
-		if revision != inject.DefaultRevision && (!podHasRev || podRev != revision) {
+		if revision != config.DefaultRevision && (!podHasRev || podRev != revision) {
 			return false, fmt.Sprintf("namespace %q is enabled for the default revision, not %q", ns, revision)
 		}
 	case nsHasRev:
@@ -229,11 +216,9 @@ func (r Ref) Restartable() bool {
 // classification uses need to be set on the objects: the controller's cache
 // strips the rest.
 type Snapshot struct {
-	// Config is the current configuration.
+	// Config is the current configuration; pods of its revision
+	// (Config.Revision, which --revision sets) are considered.
 	Config *config.Config
-	// Revision is the revision this injector serves; empty: the
-	// configuration's (see Revision).
-	Revision string
 	// Namespaces are the namespaces' metadata (labels and annotations).
 	Namespaces []metav1.PartialObjectMetadata
 	// Pods are the injected pods; those of other revisions are ignored.
@@ -324,7 +309,7 @@ type controllerKey struct {
 // workload. It is pure: the same snapshot gives the same report.
 func Evaluate(s *Snapshot) *Report {
 	cfg := s.Config
-	rev := Revision(s.Revision, cfg)
+	rev := cfg.Revision()
 	rep := &Report{
 		Hash:                 cfg.Hash,
 		Revision:             rev,

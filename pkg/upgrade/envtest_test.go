@@ -280,7 +280,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // Configurations: v1 injected the existing pods, v2 is current.
 func loadConfig(t testing.TB, image string) *config.Config {
 	t.Helper()
-	cfg, err := config.Load(config.Sources{Values: []byte("global:\n  proxy:\n    image: " + image + "\n")})
+	cfg, err := config.Load(config.Sources{Values: []byte("global:\n  proxy:\n    image: " + image + "\n")}, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func injectedTemplate(t testing.TB, cfg *config.Config, ns string, nsLabels, pod
 	if restartNever {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
-	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: ns, NamespaceLabels: nsLabels, Config: cfg, NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: ns, NamespaceLabels: nsLabels, Config: cfg})
 	if err != nil || !res.Injected {
 		t.Fatalf("injecting the template: %v (%s)", err, res.Message)
 	}

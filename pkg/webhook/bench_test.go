@@ -95,7 +95,7 @@ func (f *floorHandler) Handle(_ context.Context, req admission.Request) admissio
 // engine, patch, encoding: raw review in, response bytes out) and the floor
 // side by side on the same requests, so their ratio comes from one run.
 func BenchmarkAdmission(b *testing.B) {
-	cfg := config.MustDefault() // parsed once, as the watcher does
+	cfg := classicConfig // parsed once, as the watcher does
 	h, err := NewHandler(Options{
 		Config:     func() *config.Config { return cfg },
 		Namespaces: labelsReader{"default": {"istio-injection": "enabled"}},

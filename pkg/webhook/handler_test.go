@@ -78,10 +78,17 @@ func namespace(name string, labels map[string]string) *corev1.Namespace {
 
 // newTestWebhook serves a Handler over the given namespaces through
 // controller-runtime's admission.Webhook, as the webhook server does.
+// classicConfig is the default configuration on an API server without
+// native sidecars (auto means classic there), which the tests use unless
+// they say otherwise.
+var classicConfig = config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: "v1.28.0"})
+
+func classic() *config.Config { return classicConfig }
+
 func newTestWebhook(t testing.TB, mutate func(*Options), namespaces ...client.Object) *httptest.Server {
 	t.Helper()
 	opts := Options{
-		Config:       config.MustDefault,
+		Config:       classic,
 		Namespaces:   fake.NewClientBuilder().WithObjects(namespaces...).Build(),
 		OwnNamespace: "remora-system",
 	}
@@ -399,11 +406,9 @@ func TestHandlerFallsBackToTheAPIOnACacheMiss(t *testing.T) {
 }
 
 func TestHandlerUsesTheCurrentConfig(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(dir+"/"+config.ValuesFile, []byte("global:\n  proxy:\n    image: example.com/proxy:v2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	v2, err := config.LoadDir(dir)
+	v2, err := config.Load(config.FromData(map[string]string{
+		config.ValuesFile: "global:\n  proxy:\n    image: example.com/proxy:v2\n",
+	}), config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +434,7 @@ func TestHandlerUsesTheCurrentConfig(t *testing.T) {
 func TestNewHandlerRequiresOptions(t *testing.T) {
 	for name, opts := range map[string]Options{
 		"no config":     {Namespaces: fake.NewClientBuilder().Build()},
-		"no namespaces": {Config: config.MustDefault},
+		"no namespaces": {Config: classic},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := NewHandler(opts); err == nil {

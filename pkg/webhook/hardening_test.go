@@ -25,7 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
@@ -69,7 +68,7 @@ var hardenedNamespaces = memNamespaces{
 // registers it.
 func newHardenedServer(t testing.TB, mutate func(*Options)) *httptest.Server {
 	t.Helper()
-	opts := Options{Config: config.MustDefault, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"}
+	opts := Options{Config: classic, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"}
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -917,7 +916,7 @@ func TestHardeningRawBody(t *testing.T) {
 // debug (--zap-log-level=debug): nothing more leaks at debug.
 func TestHardeningLogs(t *testing.T) {
 	const secret = "s3cr3t-Hunter2-do-not-log"
-	h, err := NewHandler(Options{Config: config.MustDefault, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"})
+	h, err := NewHandler(Options{Config: classic, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"})
 	if err != nil {
 		t.Fatal(err)
 	}

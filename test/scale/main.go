@@ -207,7 +207,7 @@ func run(ctx context.Context, o *options) (*result, error) {
 	if err := framework.WriteAtomically(cfgDir, values("v1")); err != nil {
 		return nil, err
 	}
-	watcher, err := configwatch.New(configwatch.Options{Dir: cfgDir, Overrides: configwatch.Overrides{NativeSidecars: "auto"}})
+	watcher, err := configwatch.New(configwatch.Options{Dir: cfgDir, Overrides: config.Overrides{}})
 	if err != nil {
 		return nil, fmt.Errorf("loading the v1 configuration: %w", err)
 	}

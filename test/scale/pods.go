@@ -97,7 +97,7 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *conf
 		pod.Namespace = names[i]
 		// What injector serve does on this API server (1.37: native
 		// sidecars under --native-sidecars=auto).
-		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: names[i], NamespaceLabels: nsLabels, Config: cfg, NativeSidecars: true})
+		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: names[i], NamespaceLabels: nsLabels, Config: cfg})
 		if err != nil || !res.Injected {
 			return nil, fmt.Errorf("injecting the pod for %s: %w (%s)", names[i], err, res.Message)
 		}

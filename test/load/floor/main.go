@@ -63,7 +63,7 @@ func run(port int, certDir, request string) error {
 	if err := json.Unmarshal(review.Request.Object.Raw, pod); err != nil {
 		return err
 	}
-	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: review.Request.Namespace, NamespaceLabels: map[string]string{"istio-injection": "enabled"}, Config: config.MustDefault(), NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: review.Request.Namespace, NamespaceLabels: map[string]string{"istio-injection": "enabled"}, Config: config.MustDefault()})
 	if err != nil {
 		return err
 	}
