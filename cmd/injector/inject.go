@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 func init() {
@@ -23,10 +23,11 @@ func init() {
 
 // configFlags are the flags that select an injection configuration.
 type configFlags struct {
-	valuesFile   string
-	meshFile     string
-	templatesDir string
-	sets         []string
+	valuesFile     string
+	meshFile       string
+	templatesDir   string
+	sets           []string
+	nativeSidecars string
 }
 
 func (f *configFlags) register(cmd *cobra.Command) {
@@ -34,45 +35,23 @@ func (f *configFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.meshFile, "mesh-config", "", "mesh config YAML (defaultConfig, trustDomain, ...), over the embedded defaults")
 	cmd.Flags().StringVar(&f.templatesDir, "templates", "", "directory of *.tmpl injection templates that add to or replace the embedded ones")
 	cmd.Flags().StringArrayVar(&f.sets, "set", nil, "override one setting: values.PATH=VALUE or meshConfig.PATH=VALUE (repeatable)")
+	cmd.Flags().StringVar(&f.nativeSidecars, "native-sidecars", "auto", "proxy as a native sidecar (init container with restartPolicy Always): auto|true|false, over the values' global.nativeSidecars; offline, auto means true")
 }
 
 // load builds the configuration: embedded defaults, then the files, then
-// the --set overrides.
-func (f *configFlags) load() (*templates.Config, error) {
-	src := templates.Sources{Templates: map[string]string{}}
-	var err error
-	if f.valuesFile != "" {
-		if src.Values, err = os.ReadFile(f.valuesFile); err != nil {
-			return nil, fmt.Errorf("--values: %w", err)
-		}
+// the flags (offline: --native-sidecars auto means native sidecars).
+func (f *configFlags) load() (*config.Config, error) {
+	src, err := config.FromFiles(f.valuesFile, f.meshFile, f.templatesDir)
+	if err != nil {
+		return nil, err
 	}
-	if f.meshFile != "" {
-		if src.Mesh, err = os.ReadFile(f.meshFile); err != nil {
-			return nil, fmt.Errorf("--mesh-config: %w", err)
-		}
-	}
-	if f.templatesDir != "" {
-		matches, err := filepath.Glob(filepath.Join(f.templatesDir, "*"+templates.TemplateSuffix))
-		if err != nil {
-			return nil, fmt.Errorf("--templates: %w", err)
-		}
-		if len(matches) == 0 {
-			return nil, fmt.Errorf("--templates %s: no *%s files", f.templatesDir, templates.TemplateSuffix)
-		}
-		for _, m := range matches {
-			b, err := os.ReadFile(m)
-			if err != nil {
-				return nil, fmt.Errorf("--templates: %w", err)
-			}
-			src.Templates[strings.TrimSuffix(filepath.Base(m), templates.TemplateSuffix)] = string(b)
-		}
-	}
+	o := config.Overrides{NativeSidecars: f.nativeSidecars}
 	for _, s := range f.sets {
-		if err := src.Set(s); err != nil {
+		if err := o.Set(s); err != nil {
 			return nil, err
 		}
 	}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src, o)
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
@@ -123,7 +102,6 @@ func readInputs(path string, stdin io.Reader) ([]byte, error) {
 func newInjectCmd() *cobra.Command {
 	var (
 		file    string
-		native  string
 		cfgFlag configFlags
 	)
 	cmd := &cobra.Command{
@@ -143,10 +121,6 @@ The embedded default configuration is used unless flags override it.`,
 			if file == "" {
 				return fmt.Errorf("-f FILE|DIR|- is required")
 			}
-			nativeOn, err := parseNative(native)
-			if err != nil {
-				return err
-			}
 			cfg, err := cfgFlag.load()
 			if err != nil {
 				return err
@@ -156,7 +130,7 @@ The embedded default configuration is used unless flags override it.`,
 				return fmt.Errorf("-f %s: %w", file, err)
 			}
 			out, reports, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-				res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, NativeSidecars: nativeOn, Workload: wl})
+				res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl})
 				if err != nil {
 					return nil, false, "", "", err
 				}
@@ -177,19 +151,8 @@ The embedded default configuration is used unless flags override it.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, directory, or - for standard input")
-	cmd.Flags().StringVar(&native, "native-sidecars", "auto", "proxy as a native sidecar (init container with restartPolicy Always): auto|true|false; offline, auto means true")
 	cfgFlag.register(cmd)
 	return cmd
-}
-
-func parseNative(s string) (bool, error) {
-	switch s {
-	case "auto", "true":
-		return true, nil
-	case "false":
-		return false, nil
-	}
-	return false, fmt.Errorf("--native-sidecars %q: want auto, true or false", s)
 }
 
 func newUninjectCmd() *cobra.Command {

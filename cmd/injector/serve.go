@@ -18,15 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	utilversion "k8s.io/apimachinery/pkg/util/version"
-	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -61,12 +57,9 @@ const (
 	drainTimeout = 20 * time.Second
 )
 
-// nativeSidecarsMinVersion is the first Kubernetes version with native
-// sidecars (init containers with restartPolicy Always) on by default.
-var nativeSidecarsMinVersion = utilversion.MajorMinor(1, 29)
-
 // serveOptions are the flags of injector serve.
 type serveOptions struct {
+	clusterOptions
 	port              int
 	certDir           string
 	configDir         string
@@ -75,12 +68,8 @@ type serveOptions struct {
 	metricsCertDir    string
 	probeAddr         string
 	namespace         string
-	revision          string
-	nativeSidecars    string
 	leaderElect       bool
 	enableHTTP2       bool
-	kubeconfig        string
-	kubeContext       string
 	shutdownDelay     time.Duration
 	selfManagedCerts  bool
 	certSecretName    string
@@ -138,6 +127,7 @@ readiness on --health-probe-bind-address at /healthz and /readyz.`,
 		},
 	}
 	f := cmd.Flags()
+	o.addFlags(f)
 	f.IntVar(&o.port, "port", 9443, "port the webhook server listens on")
 	f.StringVar(&o.certDir, "cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
 		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
@@ -147,12 +137,8 @@ readiness on --health-probe-bind-address at /healthz and /readyz.`,
 	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory with tls.crt and tls.key for the HTTPS /metrics endpoint, reloaded when they change; empty: a self-signed certificate generated at start (with --metrics-secure)")
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the injector's own namespace: never injected, holds the leader election Lease and the self-managed certificate Secret (default $POD_NAMESPACE)")
-	f.StringVar(&o.revision, "revision", "", "Istio revision (istio.io/rev) this injector serves; overrides the values' revision when set")
-	f.StringVar(&o.nativeSidecars, "native-sidecars", "auto", "inject the proxy as a native sidecar (an init container with restartPolicy Always): auto (from the API server's version, >= 1.29), true or false; true and false override the values' global.nativeSidecars")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader among the replicas (Lease "+leaderElectionID+" in --namespace) for the companion controller's work; admissions are served by every replica")
 	f.BoolVar(&o.enableHTTP2, "enable-http2", false, "serve the webhook over HTTP/2 as well as HTTP/1.1 (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: $KUBECONFIG, the in-cluster config, then ~/.kube/config")
-	f.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, report not-ready and keep serving this long before closing the listener, so that the Service's endpoints drop this replica first")
 	f.BoolVar(&o.selfManagedCerts, "self-managed-certs", false, "generate and rotate the CA and serving certificate in a Secret of --namespace, write them to --cert-dir and keep the webhook configuration's caBundle in sync (the alternative to cert-manager)")
 	f.StringVar(&o.certSecretName, "cert-secret-name", "remora-injector-tls", "Secret holding the self-managed certificates (with --self-managed-certs)")
@@ -185,11 +171,7 @@ func (o *serveOptions) validate() field.ErrorList {
 	if o.port < 1 || o.port > 65535 {
 		errs = append(errs, field.Invalid(root.Child("port"), o.port, "must be between 1 and 65535"))
 	}
-	switch o.nativeSidecars {
-	case "auto", "true", "false":
-	default:
-		errs = append(errs, field.NotSupported(root.Child("native-sidecars"), o.nativeSidecars, []string{"auto", "true", "false"}))
-	}
+	errs = append(errs, o.clusterOptions.validate(root)...)
 	if o.certDir == "" {
 		errs = append(errs, field.Required(root.Child("cert-dir"), ""))
 	}
@@ -248,7 +230,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 
 	restCfg, err := o.restConfig()
 	if err != nil {
-		return fmt.Errorf("loading the kubeconfig: %w", err)
+		return err
 	}
 	restCfg.UserAgent = "remora-injector/" + version.Version
 	// Set on purpose, the same in-cluster and with --kubeconfig (client-go
@@ -258,20 +240,12 @@ func (o *serveOptions) run(ctx context.Context) error {
 		return err
 	}
 
-	native, err := o.resolveNativeSidecars(restCfg, setupLog)
+	watcher, err := o.configWatcher(restCfg, setupLog)
 	if err != nil {
 		return err
 	}
-
-	watcher, err := configwatch.New(configwatch.Options{
-		Dir:       o.configDir,
-		Overrides: configwatch.Overrides{Revision: o.revision, NativeSidecars: o.nativeSidecars},
-	})
-	if err != nil {
-		return fmt.Errorf("loading the injection configuration: %w", err)
-	}
 	setupLog.Info("Loaded the injection configuration", "dir", o.configDir, "hash", watcher.Current().Hash,
-		"revision", watcher.Current().Settings.Revision)
+		"revision", watcher.Current().Revision(), "nativeSidecars", watcher.Current().Settings.NativeSidecars)
 	if o.namespace == "" {
 		setupLog.Info("No --namespace or POD_NAMESPACE: the injector's own namespace is not excluded from injection by the injector itself")
 	}
@@ -314,12 +288,11 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}
 
 	handler, err := webhook.NewHandler(webhook.Options{
-		Config:         watcher.Current,
-		Namespaces:     mgr.GetClient(),
-		Uncached:       mgr.GetAPIReader(),
-		OwnNamespace:   o.namespace,
-		NativeSidecars: native,
-		Decoder:        admission.NewDecoder(scheme),
+		Config:       watcher.Current,
+		Namespaces:   mgr.GetClient(),
+		Uncached:     mgr.GetAPIReader(),
+		OwnNamespace: o.namespace,
+		Decoder:      admission.NewDecoder(scheme),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the admission handler: %w", err)
@@ -349,7 +322,6 @@ func (o *serveOptions) run(ctx context.Context) error {
 			RestartNamespaces:     o.restartNamespaces,
 			MaxConcurrentRestarts: o.maxConcurrentRestarts,
 			MaintenanceWindow:     window,
-			Revision:              o.revision,
 		}); err != nil {
 			return fmt.Errorf("setting up the upgrade controller: %w", err)
 		}
@@ -408,12 +380,26 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}
 
 	setupLog.Info("Serving", "port", o.port, "metrics", o.metricsAddr, "metricsSecure", o.metricsSecure, "paths", []string{injectPath, injectPrefix}, "certDir", o.certDir,
-		"nativeSidecars", native, "ownNamespace", o.namespace, "http2", o.enableHTTP2, "leaderElection", o.leaderElect)
+		"ownNamespace", o.namespace, "http2", o.enableHTTP2, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	setupLog.Info("Stopped")
 	return nil
+}
+
+// configWatcher loads the injection configuration from --config-dir (or
+// the embedded defaults) with the flags' overrides, and keeps it current.
+func (o *serveOptions) configWatcher(restCfg *rest.Config, log logr.Logger) (*configwatch.Watcher, error) {
+	overrides, err := o.overrides(restCfg, log)
+	if err != nil {
+		return nil, err
+	}
+	watcher, err := configwatch.New(configwatch.Options{Dir: o.configDir, Overrides: overrides})
+	if err != nil {
+		return nil, fmt.Errorf("loading the injection configuration: %w", err)
+	}
+	return watcher, nil
 }
 
 // metricsOptions configure the /metrics server: by default HTTPS, with each
@@ -443,50 +429,6 @@ func (o *serveOptions) tlsOptions(c *tls.Config) {
 	if !o.enableHTTP2 {
 		c.NextProtos = []string{"http/1.1"}
 	}
-}
-
-// restConfig loads --kubeconfig and --context, or controller-runtime's
-// defaults ($KUBECONFIG, in-cluster, ~/.kube/config).
-func (o *serveOptions) restConfig() (*rest.Config, error) {
-	if o.kubeconfig == "" {
-		return config.GetConfigWithContext(o.kubeContext)
-	}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.kubeconfig},
-		&clientcmd.ConfigOverrides{CurrentContext: o.kubeContext},
-	).ClientConfig()
-}
-
-// resolveNativeSidecars turns --native-sidecars into the value the engine
-// uses when the values say auto; auto asks the API server's version.
-func (o *serveOptions) resolveNativeSidecars(restCfg *rest.Config, log logr.Logger) (bool, error) {
-	if o.nativeSidecars != "auto" {
-		return o.nativeSidecars == "true", nil
-	}
-	dc, err := discovery.NewDiscoveryClientForConfig(restCfg)
-	if err != nil {
-		return false, fmt.Errorf("creating a discovery client: %w", err)
-	}
-	info, err := dc.ServerVersion()
-	if err != nil {
-		return false, fmt.Errorf("reading the API server's version for --native-sidecars=auto: %w", err)
-	}
-	native, err := nativeSidecarsSupported(info.GitVersion)
-	if err != nil {
-		return false, err
-	}
-	log.Info("Detected native sidecar support", "serverVersion", info.GitVersion, "nativeSidecars", native)
-	return native, nil
-}
-
-// nativeSidecarsSupported says whether an API server of this version runs
-// native sidecars by default.
-func nativeSidecarsSupported(gitVersion string) (bool, error) {
-	v, err := utilversion.ParseGeneric(gitVersion)
-	if err != nil {
-		return false, fmt.Errorf("parsing the API server's version %q: %w", gitVersion, err)
-	}
-	return v.AtLeast(nativeSidecarsMinVersion), nil
 }
 
 // syncedChecker is a readiness check that passes once synced does.

@@ -58,7 +58,7 @@ func TestServeFlags(t *testing.T) {
 
 func TestServeValidate(t *testing.T) {
 	valid := func() *serveOptions {
-		return &serveOptions{port: 9443, certDir: "/certs", nativeSidecars: "auto", maxConcurrentRestarts: 1,
+		return &serveOptions{clusterOptions: clusterOptions{nativeSidecars: "auto"}, port: 9443, certDir: "/certs", maxConcurrentRestarts: 1,
 			shutdownDelay: time.Second, certSecretName: "s", serviceName: "svc",
 			kubeAPIQPS: defaultKubeAPIQPS, kubeAPIBurst: defaultKubeAPIBurst, memoryLimitRatio: defaultMemoryLimitRatio}
 	}
@@ -98,33 +98,6 @@ func TestServeValidate(t *testing.T) {
 				if !strings.Contains(all.Error(), want) {
 					t.Errorf("errors %q do not mention %q", all, want)
 				}
-			}
-		})
-	}
-}
-
-func TestNativeSidecarsSupported(t *testing.T) {
-	tests := []struct {
-		version string
-		want    bool
-		wantErr bool
-	}{
-		{version: "v1.37.2", want: true},
-		{version: "v1.29.0", want: true},
-		{version: "v1.29.0-eks-1234", want: true},
-		{version: "v1.28.15", want: false},
-		{version: "v1.27.3+k3s1", want: false},
-		{version: "v2.0.0", want: true},
-		{version: "garbage", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.version, func(t *testing.T) {
-			got, err := nativeSidecarsSupported(tt.version)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("error %v, want error %v", err, tt.wantErr)
-			}
-			if got != tt.want {
-				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/pkg/upgrade"
 )
 
@@ -47,13 +47,13 @@ const (
 type statusFixture struct {
 	t      *testing.T
 	c      client.Client
-	v2     *templates.Config
+	v2     *config.Config
 	v2Hash string
 }
 
-func (f *statusFixture) load(values string) *templates.Config {
+func (f *statusFixture) load(values string) *config.Config {
 	f.t.Helper()
-	cfg, err := templates.Load(templates.Sources{Values: []byte(values)})
+	cfg, err := config.Load(config.Sources{Values: []byte(values)}, config.Overrides{})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func (f *statusFixture) create(obj client.Object) {
 }
 
 // pod creates a pod injected with cfg, owned by owner (nil: a bare pod).
-func (f *statusFixture) pod(cfg *templates.Config, ns, name string, owner client.Object, apiVersion, kind string) {
+func (f *statusFixture) pod(cfg *config.Config, ns, name string, owner client.Object, apiVersion, kind string) {
 	f.t.Helper()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -79,7 +79,7 @@ func (f *statusFixture) pod(cfg *templates.Config, ns, name string, owner client
 		},
 	}
 	res, err := inject.Inject(inject.Request{Pod: p, Namespace: ns, NamespaceLabels: map[string]string{inject.LabelNamespaceInject: "enabled"},
-		Config: cfg, NativeSidecars: true})
+		Config: cfg})
 	if err != nil || !res.Injected {
 		f.t.Fatalf("injecting %s: %v (%s)", name, err, res.Message)
 	}
@@ -170,7 +170,7 @@ func newStatusFixture(t *testing.T) (*statusFixture, string) {
 	}
 	f.create(&corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "remora-system", Name: "remora"},
-		Data:       map[string]string{templates.ValuesFile: valuesV2, templates.MeshFile: "{}\n", "README": "ignored"},
+		Data:       map[string]string{config.ValuesFile: valuesV2, config.MeshFile: "{}\n", "README": "ignored"},
 	})
 
 	web := f.deployment("shop", "web", true)
@@ -264,7 +264,7 @@ func TestStatusCommand(t *testing.T) {
 		{"shop", "db", "StatefulSet", "1/1", "config", string(upgrade.StatusNeedsRestart)},
 	}
 	configDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(configDir, templates.ValuesFile), []byte(valuesV2), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(configDir, config.ValuesFile), []byte(valuesV2), 0o600); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,6 +1,6 @@
 // Package configwatch keeps the injector's configuration current while it
 // serves. It loads a configuration directory (a mounted ConfigMap: values.yaml,
-// mesh.yaml, *.tmpl) with templates.LoadDir, watches the directory with
+// mesh.yaml, *.tmpl) with config.FromDir and config.Load, watches the directory with
 // fsnotify (which sees the kubelet's atomic "..data" symlink swap as well as
 // plain writes and renames), re-checks it periodically as a safety net, and
 // publishes each new configuration through an atomic pointer only once it has
@@ -10,11 +10,8 @@ package configwatch
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -25,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // Defaults applied to zero Options fields.
@@ -44,8 +41,8 @@ type Options struct {
 	// configuration, which never changes.
 	Dir string
 	// Overrides are applied to every configuration loaded: flags win over
-	// the files.
-	Overrides Overrides
+	// the files, and auto is resolved by their ServerVersion.
+	Overrides config.Overrides
 	// ResyncInterval is the period of the safety-net re-check
 	// (default DefaultResyncInterval).
 	ResyncInterval time.Duration
@@ -59,7 +56,7 @@ type Options struct {
 // safe for concurrent use.
 type Watcher struct {
 	opts    Options
-	current atomic.Pointer[templates.Config]
+	current atomic.Pointer[config.Config]
 	// watching is set while the fsnotify watch on the directory is in place.
 	watching atomic.Bool
 
@@ -98,7 +95,7 @@ func New(opts Options) (*Watcher, error) {
 
 // Current returns the configuration in effect. It never returns nil for a
 // Watcher built by New.
-func (w *Watcher) Current() *templates.Config { return w.current.Load() }
+func (w *Watcher) Current() *config.Config { return w.current.Load() }
 
 // Changes returns a channel that receives a value when a new configuration
 // was published (several changes in a row may arrive as one). There is one
@@ -231,27 +228,26 @@ func (w *Watcher) reload(logger logr.Logger) error {
 }
 
 // load reads and validates the configuration without publishing it.
-func (w *Watcher) load() (*templates.Config, error) {
-	var (
-		cfg *templates.Config
-		err error
-	)
+func (w *Watcher) load() (*config.Config, error) {
 	if w.opts.Dir == "" {
-		cfg, err = templates.Default()
-	} else {
-		cfg, err = templates.LoadDir(w.opts.Dir)
-	}
-	if err != nil {
-		if w.opts.Dir == "" {
+		cfg, err := config.Load(config.Sources{}, w.opts.Overrides)
+		if err != nil {
 			return nil, fmt.Errorf("loading the embedded configuration: %w", err)
 		}
-		return nil, fmt.Errorf("loading configuration directory %s: %w", w.opts.Dir, err)
+		return cfg, nil
 	}
-	return w.opts.Overrides.apply(cfg), nil
+	src, err := config.FromDir(w.opts.Dir)
+	if err == nil {
+		var cfg *config.Config
+		if cfg, err = config.Load(src, w.opts.Overrides); err == nil {
+			return cfg, nil
+		}
+	}
+	return nil, fmt.Errorf("loading configuration directory %s: %w", w.opts.Dir, err)
 }
 
 // publish makes cfg current and updates the gauges.
-func (w *Watcher) publish(cfg *templates.Config) {
+func (w *Watcher) publish(cfg *config.Config) {
 	w.current.Store(cfg)
 	select {
 	case w.changed <- struct{}{}:
@@ -260,56 +256,4 @@ func (w *Watcher) publish(cfg *templates.Config) {
 	lastSuccess.SetToCurrentTime()
 	configInfo.Reset()
 	configInfo.WithLabelValues(cfg.Hash).Set(1)
-}
-
-// Overrides are settings given on the command line that take precedence
-// over the configuration directory's values. Empty fields override nothing.
-type Overrides struct {
-	// Revision replaces the values' revision (--revision). "default" and
-	// an empty revision are the same.
-	Revision string
-	// NativeSidecars replaces the values' global.nativeSidecars
-	// (--native-sidecars=true|false; "auto" and "" leave the values alone).
-	NativeSidecars string
-}
-
-// apply returns cfg with the overrides. Config is immutable, so a changed
-// copy is returned; its hash covers the overrides, so that pods injected
-// with different effective settings never share a hash.
-func (o Overrides) apply(cfg *templates.Config) *templates.Config {
-	revision := o.Revision != "" && effectiveRevision(o.Revision) != effectiveRevision(cfg.Settings.Revision)
-	native := (o.NativeSidecars == "true" || o.NativeSidecars == "false") && o.NativeSidecars != cfg.Settings.NativeSidecars
-	if !revision && !native {
-		return cfg
-	}
-	out := *cfg
-	out.Values = maps.Clone(cfg.Values)
-	key := cfg.Hash
-	if revision {
-		out.Settings.Revision = o.Revision
-		out.Values["revision"] = o.Revision
-		key += "\x00revision=" + o.Revision
-	}
-	if native {
-		out.Settings.NativeSidecars = o.NativeSidecars
-		global, _ := cfg.Values["global"].(map[string]any)
-		global = maps.Clone(global)
-		if global == nil {
-			global = map[string]any{}
-		}
-		global["nativeSidecars"] = o.NativeSidecars
-		out.Values["global"] = global
-		key += "\x00nativeSidecars=" + o.NativeSidecars
-	}
-	sum := sha256.Sum256([]byte(key))
-	out.Hash = hex.EncodeToString(sum[:8])
-	return &out
-}
-
-// effectiveRevision maps the empty revision to "default", as injection does.
-func effectiveRevision(rev string) string {
-	if rev == "" {
-		return "default"
-	}
-	return rev
 }

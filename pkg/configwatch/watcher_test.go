@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 const (
@@ -129,7 +129,7 @@ func TestNewWithoutDirServesTheEmbeddedDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	def := templates.MustDefault()
+	def := config.MustDefault()
 	if got := w.Current().Hash; got != def.Hash {
 		t.Fatalf("hash %s, want the embedded default's %s", got, def.Hash)
 	}
@@ -140,8 +140,8 @@ func TestNewWithoutDirServesTheEmbeddedDefault(t *testing.T) {
 
 func TestNewRejectsAnInvalidDirectory(t *testing.T) {
 	for name, files := range map[string]map[string]string{
-		"broken YAML":   {templates.ValuesFile: brokenYAML},
-		"invalid value": {templates.ValuesFile: badValue},
+		"broken YAML":   {config.ValuesFile: brokenYAML},
+		"invalid value": {config.ValuesFile: badValue},
 		"bad template":  {"sidecar.tmpl": "{{ .Nope"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -174,7 +174,7 @@ func TestReloadOnFileChange(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			values := filepath.Join(dir, templates.ValuesFile)
+			values := filepath.Join(dir, config.ValuesFile)
 			tt.write(t, values, proxyV2)
 			w, err := New(fastOptions(dir))
 			if err != nil {
@@ -191,7 +191,7 @@ func TestReloadOnFileChange(t *testing.T) {
 }
 
 func TestReloadOnConfigMapSwap(t *testing.T) {
-	cm := newConfigMapDir(t, map[string]string{templates.ValuesFile: proxyV2})
+	cm := newConfigMapDir(t, map[string]string{config.ValuesFile: proxyV2})
 	w, err := New(fastOptions(cm.dir))
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func TestReloadOnConfigMapSwap(t *testing.T) {
 	}
 	startWatcher(t, w)
 	successes := value(t, reloadTotal.WithLabelValues(resultSuccess))
-	cm.update(map[string]string{templates.ValuesFile: proxyV3})
+	cm.update(map[string]string{config.ValuesFile: proxyV3})
 	waitFor(t, "the v3 image", func() bool { return w.Current().Settings.ProxyImage == "example.com/proxy:v3" })
 	if got := value(t, reloadTotal.WithLabelValues(resultSuccess)); got != successes+1 {
 		t.Fatalf("success count %v, want %v", got, successes+1)
@@ -214,7 +214,7 @@ func TestReloadOnConfigMapSwap(t *testing.T) {
 func TestInvalidReloadKeepsTheLastGood(t *testing.T) {
 	for name, broken := range map[string]string{"broken YAML": brokenYAML, "invalid value": badValue} {
 		t.Run(name, func(t *testing.T) {
-			cm := newConfigMapDir(t, map[string]string{templates.ValuesFile: proxyV2})
+			cm := newConfigMapDir(t, map[string]string{config.ValuesFile: proxyV2})
 			w, err := New(fastOptions(cm.dir))
 			if err != nil {
 				t.Fatal(err)
@@ -222,7 +222,7 @@ func TestInvalidReloadKeepsTheLastGood(t *testing.T) {
 			good := w.Current()
 			startWatcher(t, w)
 			failures := value(t, reloadTotal.WithLabelValues(resultFailure))
-			cm.update(map[string]string{templates.ValuesFile: broken})
+			cm.update(map[string]string{config.ValuesFile: broken})
 			waitFor(t, "the failure to be counted", func() bool {
 				return value(t, reloadTotal.WithLabelValues(resultFailure)) > failures
 			})
@@ -230,7 +230,7 @@ func TestInvalidReloadKeepsTheLastGood(t *testing.T) {
 				t.Fatal("an invalid configuration replaced the last good one")
 			}
 			// Fixing the directory is picked up again.
-			cm.update(map[string]string{templates.ValuesFile: proxyV3})
+			cm.update(map[string]string{config.ValuesFile: proxyV3})
 			waitFor(t, "the fixed configuration", func() bool { return w.Current().Settings.ProxyImage == "example.com/proxy:v3" })
 		})
 	}
@@ -238,7 +238,7 @@ func TestInvalidReloadKeepsTheLastGood(t *testing.T) {
 
 func TestReloadReportsErrorsAndSkipsUnchanged(t *testing.T) {
 	dir := t.TempDir()
-	values := filepath.Join(dir, templates.ValuesFile)
+	values := filepath.Join(dir, config.ValuesFile)
 	writeFile(t, values, proxyV2)
 	w, err := New(Options{Dir: dir})
 	if err != nil {
@@ -266,7 +266,7 @@ func TestReloadReportsErrorsAndSkipsUnchanged(t *testing.T) {
 
 func TestPeriodicResyncCatchesMissedChanges(t *testing.T) {
 	dir := t.TempDir()
-	values := filepath.Join(dir, templates.ValuesFile)
+	values := filepath.Join(dir, config.ValuesFile)
 	writeFile(t, values, proxyV2)
 	w, err := New(Options{Dir: dir, ResyncInterval: 50 * time.Millisecond, Debounce: time.Hour})
 	if err != nil {
@@ -278,55 +278,28 @@ func TestPeriodicResyncCatchesMissedChanges(t *testing.T) {
 	waitFor(t, "the periodic re-check", func() bool { return w.Current().Settings.ProxyImage == "example.com/proxy:v3" })
 }
 
-func TestOverrides(t *testing.T) {
-	tests := []struct {
-		name, values string
-		overrides    Overrides
-		wantRevision string
-		wantNative   string
-		sameHash     bool
-	}{
-		{name: "none keeps the values", values: "revision: canary\n", wantRevision: "canary", wantNative: "auto", sameHash: true},
-		{name: "revision flag wins", values: "revision: canary\n", overrides: Overrides{Revision: "stable"}, wantRevision: "stable", wantNative: "auto"},
-		{name: "revision flag equal to the values", values: "revision: canary\n", overrides: Overrides{Revision: "canary"}, wantRevision: "canary", wantNative: "auto", sameHash: true},
-		{name: "revision over the default", overrides: Overrides{Revision: "canary"}, wantRevision: "canary", wantNative: "auto"},
-		{name: "default revision flag over the empty revision", overrides: Overrides{Revision: "default"}, wantRevision: "", wantNative: "auto", sameHash: true},
-		{name: "native sidecars flag wins", values: "global:\n  nativeSidecars: \"false\"\n", overrides: Overrides{NativeSidecars: "true"}, wantNative: "true"},
-		{name: "native sidecars auto leaves the values", values: "global:\n  nativeSidecars: \"false\"\n", overrides: Overrides{NativeSidecars: "auto"}, wantNative: "false", sameHash: true},
-		{name: "both", overrides: Overrides{Revision: "canary", NativeSidecars: "false"}, wantRevision: "canary", wantNative: "false"},
+func TestOverridesApplyToEveryLoad(t *testing.T) {
+	dir := t.TempDir()
+	values := filepath.Join(dir, config.ValuesFile)
+	writeFile(t, values, "revision: canary\n")
+	o := config.Overrides{Revision: "stable", NativeSidecars: "false"}
+	w, err := New(Options{Dir: dir, Overrides: o, Debounce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			writeFile(t, filepath.Join(dir, templates.ValuesFile), tt.values)
-			plain, err := templates.LoadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := New(Options{Dir: dir, Overrides: tt.overrides})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := w.Current()
-			if got.Settings.Revision != tt.wantRevision || got.Settings.NativeSidecars != tt.wantNative {
-				t.Fatalf("revision %q, nativeSidecars %q; want %q, %q", got.Settings.Revision, got.Settings.NativeSidecars, tt.wantRevision, tt.wantNative)
-			}
-			if tt.wantRevision != "" && got.Values["revision"] != tt.wantRevision {
-				t.Errorf("values revision %v, want %q", got.Values["revision"], tt.wantRevision)
-			}
-			if g := got.Values["global"].(map[string]any)["nativeSidecars"]; g != tt.wantNative {
-				t.Errorf("values global.nativeSidecars %v, want %q", g, tt.wantNative)
-			}
-			if (got.Hash == plain.Hash) != tt.sameHash {
-				t.Fatalf("hash %s vs unmodified %s; want same=%v", got.Hash, plain.Hash, tt.sameHash)
-			}
-			// The loaded configuration is never modified in place.
-			revision, native := plain.Settings.Revision, plain.Values["global"].(map[string]any)["nativeSidecars"]
-			Overrides{Revision: "other", NativeSidecars: "true"}.apply(plain)
-			if plain.Settings.Revision != revision || plain.Values["global"].(map[string]any)["nativeSidecars"] != native {
-				t.Fatal("apply modified its input")
-			}
-		})
+	for _, content := range []string{"revision: canary\n", proxyV2} {
+		writeFile(t, values, content)
+		if err := w.Reload(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		want, err := config.Load(config.FromData(map[string]string{config.ValuesFile: content}), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := w.Current()
+		if got.Revision() != "stable" || got.Settings.NativeSidecars || got.Hash != want.Hash {
+			t.Fatalf("revision %q, native sidecars %v, hash %s; want stable, false, %s", got.Revision(), got.Settings.NativeSidecars, got.Hash, want.Hash)
+		}
 	}
 }
 

@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
@@ -65,7 +65,7 @@ func FuzzGuard(f *testing.F) {
 	f.Add("POST", "application/yaml", review)
 	f.Add("POST", "application/json", []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"CREATE","object":{}}}`))
 
-	h, err := webhook.NewHandler(webhook.Options{Config: templates.MustDefault, Namespaces: enabled{}, OwnNamespace: "remora-system"})
+	h, err := webhook.NewHandler(webhook.Options{Config: config.MustDefault, Namespaces: enabled{}, OwnNamespace: "remora-system"})
 	if err != nil {
 		f.Fatal(err)
 	}

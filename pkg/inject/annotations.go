@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // Pod annotations and labels that Istio defines and Remora reads.
@@ -161,7 +161,7 @@ type parsed struct {
 	bootstrapOverride                               string
 	nativeSidecar, rewriteProbes, mergeMetrics      *bool
 	scrapeTargets                                   []scrapeTarget
-	proxyConfig                                     *templates.ProxyConfig
+	proxyConfig                                     *config.ProxyConfig
 	templates                                       []string
 }
 
@@ -403,7 +403,7 @@ func (v *validator) scopedLevels(name string, levels map[string]bool, bareAllowe
 
 // parseAnnotations validates every annotation the engine reads and returns
 // them typed, or an *AnnotationError naming each bad one.
-func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, error) {
+func parseAnnotations(ann map[string]string, cfg *config.Config) (*parsed, error) {
 	v := &validator{ann: ann}
 	p := &parsed{}
 	p.includeCIDRs = v.cidrList(AnnotationIncludeOutboundCIDRs, true)
@@ -464,7 +464,7 @@ func parseAnnotations(ann map[string]string, cfg *templates.Config) (*parsed, er
 	p.mergeMetrics = v.boolean(AnnotationMergeMetrics)
 	p.scrapeTargets = parseScrapeTargets(v)
 	if s, ok := v.get(AnnotationProxyConfig); ok {
-		pc, err := templates.ParseProxyConfig([]byte(s))
+		pc, err := config.ParseProxyConfig([]byte(s))
 		if err != nil {
 			v.fail(AnnotationProxyConfig, s, "must be a ProxyConfig in YAML or JSON with known fields of the right types: "+err.Error())
 		} else {

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 func testPod(ann map[string]string) *corev1.Pod {
@@ -26,7 +26,7 @@ func testPod(ann map[string]string) *corev1.Pod {
 // reads refuses a bad value with an error naming the annotation and the
 // value, and that nothing is injected.
 func TestInvalidAnnotationsAreRefused(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	tests := []struct {
 		annotation, value, allowed string
 	}{
@@ -84,7 +84,7 @@ func TestInvalidAnnotationsAreRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.annotation+"="+tt.value, func(t *testing.T) {
 			pod := testPod(map[string]string{tt.annotation: tt.value})
-			res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			res, err := Inject(Request{Pod: pod, Config: cfg})
 			var ae *AnnotationError
 			if !errors.As(err, &ae) {
 				t.Fatalf("want *AnnotationError, got %v", err)
@@ -115,7 +115,7 @@ func TestAllBadAnnotationsReportedTogether(t *testing.T) {
 		AnnotationProxyMemoryLimit:    "-1Gi",
 		AnnotationIncludeInboundPorts: "80,,x",
 	})
-	_, err := Inject(Request{Pod: pod, Config: templates.MustDefault()})
+	_, err := Inject(Request{Pod: pod, Config: config.MustDefault()})
 	var ae *AnnotationError
 	if !errors.As(err, &ae) {
 		t.Fatalf("want *AnnotationError, got %v", err)
@@ -130,7 +130,7 @@ func TestAllBadAnnotationsReportedTogether(t *testing.T) {
 
 func TestLimitBelowRequestRefused(t *testing.T) {
 	pod := testPod(map[string]string{AnnotationProxyCPU: "2", AnnotationProxyCPULimit: "500m"})
-	_, err := Inject(Request{Pod: pod, Config: templates.MustDefault()})
+	_, err := Inject(Request{Pod: pod, Config: config.MustDefault()})
 	if err == nil || !strings.Contains(err.Error(), AnnotationProxyCPULimit) || !strings.Contains(err.Error(), "must not be below") {
 		t.Fatalf("want a limit-below-request error, got %v", err)
 	}
@@ -148,7 +148,7 @@ func TestValidAnnotationsAccepted(t *testing.T) {
 		AnnotationUserVolume:           `{"extra":{"emptyDir":{}}}`,
 		AnnotationUserVolumeMount:      `{"extra":{"mountPath":"/extra"}}`,
 	})
-	res, err := Inject(Request{Pod: pod, Config: templates.MustDefault(), NativeSidecars: true})
+	res, err := Inject(Request{Pod: pod, Config: config.MustDefault()})
 	if err != nil {
 		t.Fatalf("Inject: %v", err)
 	}

@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // BenchmarkInject injects a typical Deployment pod: Bookinfo's reviews-v1
@@ -35,8 +35,8 @@ func benchInject(b *testing.B, file string, render bool) {
 	if err := yaml.Unmarshal(raw, &pod); err != nil {
 		b.Fatal(err)
 	}
-	cfg := templates.MustDefault()
-	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, NativeSidecars: true, AlwaysRender: render}
+	cfg := config.MustDefault()
+	req := Request{Pod: &pod, Namespace: "default", NamespaceLabels: map[string]string{LabelNamespaceInject: "enabled"}, Config: cfg, AlwaysRender: render}
 	b.ReportAllocs()
 	for b.Loop() {
 		res, err := Inject(req)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // TestBuiltinPlacementEqualsRendering proves that placing the built-in
@@ -29,7 +28,6 @@ func TestBuiltinPlacementEqualsRendering(t *testing.T) {
 	if len(files) < 5 {
 		t.Fatalf("found only %d inputs", len(files))
 	}
-	cfg := templates.MustDefault()
 	var compared int
 	for _, f := range files {
 		in, err := os.ReadFile(f)
@@ -39,7 +37,7 @@ func TestBuiltinPlacementEqualsRendering(t *testing.T) {
 		for _, native := range []bool{true, false} {
 			run := func(render bool) ([]byte, error) {
 				out, _, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-					res, err := inject.Inject(inject.Request{Pod: pod, Config: cfg, NativeSidecars: native, Workload: wl, AlwaysRender: render})
+					res, err := inject.Inject(inject.Request{Pod: pod, Config: inject.NativeConfig(native), Workload: wl, AlwaysRender: render})
 					if err != nil {
 						return nil, false, "", "", err
 					}

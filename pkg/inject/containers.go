@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 type proxyBuild struct {
@@ -63,11 +63,11 @@ func podPortsJSON(pod *corev1.Pod) string {
 
 // proxyConfigEnv is PROXY_CONFIG: the proxy config fields set by the user
 // (mesh defaultConfig and the pod's proxy.istio.io/config), as JSON.
-func proxyConfigEnv(pc templates.ProxyConfig) string {
+func proxyConfigEnv(pc config.ProxyConfig) string {
 	return mustJSON(pc) + "\n"
 }
 
-func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b proxyBuild) (*corev1.Container, error) {
+func buildProxy(req Request, p *parsed, pc, userPC config.ProxyConfig, b proxyBuild) (*corev1.Container, error) {
 	s := &req.Config.Settings
 	pod := req.Pod
 
@@ -101,8 +101,8 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 	if caAddr == "" {
 		// istiod of this revision, as Istio's template computes it.
 		istiod := "istiod"
-		if s.Revision != "" && s.Revision != DefaultRevision {
-			istiod += "-" + s.Revision
+		if rev := req.Config.Revision(); rev != config.DefaultRevision {
+			istiod += "-" + rev
 		}
 		caAddr = istiod + "." + s.IstioNamespace + ".svc:15012"
 	}
@@ -230,7 +230,7 @@ func buildProxy(req Request, p *parsed, pc, userPC templates.ProxyConfig, b prox
 
 // proxyResources are the values' resources, or, when any resource
 // annotation is set, exactly what the annotations say (as Istio does).
-func proxyResources(s *templates.Settings, p *parsed) corev1.ResourceRequirements {
+func proxyResources(s *config.Settings, p *parsed) corev1.ResourceRequirements {
 	if p.cpu == nil && p.memory == nil && p.cpuLimit == nil && p.memoryLimit == nil {
 		return *s.ProxyResources.DeepCopy()
 	}
@@ -315,7 +315,7 @@ func pick(ann *string, value string) string {
 
 // buildInit returns the istio-init container (or istio-validation when the
 // Istio CNI plugin programs the rules), or nil for interception mode NONE.
-func buildInit(s *templates.Settings, p *parsed, pc templates.ProxyConfig, mode string, statusPort int32) *corev1.Container {
+func buildInit(s *config.Settings, p *parsed, pc config.ProxyConfig, mode string, statusPort int32) *corev1.Container {
 	if mode == "NONE" && !s.CNIEnabled {
 		return nil
 	}

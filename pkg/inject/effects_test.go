@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // effect is one documented setting (a value or a pod annotation), set on
@@ -449,7 +449,7 @@ var annotationEffects = []effect{
 		want(t, "default-logs-container follows", r.Pod.Annotations[AnnotationDefaultLogsContainer], "other")
 	}},
 	{key: AnnotationConfigHash, set: []string{"global.proxy.logLevel=debug"}, check: func(t *testing.T, r Result) {
-		want(t, "hash recorded", r.Pod.Annotations[AnnotationConfigHash] != "" && r.Pod.Annotations[AnnotationConfigHash] != templates.MustDefault().Hash, true)
+		want(t, "hash recorded", r.Pod.Annotations[AnnotationConfigHash] != "" && r.Pod.Annotations[AnnotationConfigHash] != config.MustDefault().Hash, true)
 	}},
 }
 
@@ -462,15 +462,16 @@ func slicesIndexVolume(vs []corev1.Volume, name string) int {
 	return -1
 }
 
-func loadEffectConfig(t *testing.T, values string, sets []string) *templates.Config {
+func loadEffectConfig(t *testing.T, values string, sets []string, native bool) *config.Config {
 	t.Helper()
-	src := templates.Sources{Values: []byte(values)}
+	src := config.Sources{Values: []byte(values)}
+	o := config.Overrides{ServerVersion: serverVersion(native)}
 	for _, s := range sets {
-		if err := src.Set("values." + s); err != nil {
+		if err := o.Set("values." + s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src, o)
 	if err != nil {
 		t.Fatalf("loading values %q %v: %v", values, sets, err)
 	}
@@ -493,7 +494,7 @@ func runEffects(t *testing.T, rows []effect) {
 	for _, e := range rows {
 		t.Run(e.key, func(t *testing.T) {
 			run := func(values string, sets []string, ann map[string]string, row bool) Result {
-				cfg := loadEffectConfig(t, values, sets)
+				cfg := loadEffectConfig(t, values, sets, !e.classic)
 				pod := testPod(ann)
 				if e.pod != nil {
 					e.pod(pod)
@@ -501,7 +502,7 @@ func runEffects(t *testing.T, rows []effect) {
 				if row && e.rowPod != nil {
 					e.rowPod(pod)
 				}
-				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg, NativeSidecars: !e.classic})
+				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg})
 				if err != nil {
 					t.Fatalf("Inject: %v", err)
 				}
@@ -557,7 +558,7 @@ var notOnThePod = map[string]string{
 // annotation the README names, has a row above.
 func TestEffectTablesCoverEveryDocumentedSetting(t *testing.T) {
 	leaves := map[string]bool{}
-	valueLeaves("", templates.MustDefault().Values, leaves)
+	valueLeaves("", config.MustDefault().Values, leaves)
 	b, err := os.ReadFile("../../charts/remora/values.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // Status is the sidecar.istio.io/status annotation: what was injected, so
@@ -184,7 +184,7 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev
 
 // finish adds the status and bookkeeping annotations, merges Prometheus
 // scraping and checks the result the way the API server would.
-func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContainers, statusPort int32, targets []scrapeTarget) error {
+func finish(out, orig *corev1.Pod, cfg *config.Config, touched templateContainers, statusPort int32, targets []scrapeTarget) error {
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
@@ -192,7 +192,7 @@ func finish(out, orig *corev1.Pod, cfg *templates.Config, touched templateContai
 	origCont := names(orig.Spec.Containers, containerName)
 	origVol := names(orig.Spec.Volumes, func(v corev1.Volume) string { return v.Name })
 	origSecrets := names(orig.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) string { return r.Name })
-	st := Status{Revision: revisionFromSettings(&cfg.Settings)}
+	st := Status{Revision: cfg.Revision()}
 	// What the templates wrote, in their order (as Istio lists it), then
 	// anything else new.
 	st.InitContainers = statusNames(out.Spec.InitContainers, origInit, touched.init)
@@ -337,7 +337,7 @@ type promAnnotations struct {
 // With scrape targets (several app ports), the first one also fills port
 // and path, and the targets annotation is taken off the pod: the agent now
 // owns it.
-func mergePrometheus(out, orig *corev1.Pod, cfg *templates.Config, statusPort int32, targets []scrapeTarget) {
+func mergePrometheus(out, orig *corev1.Pod, cfg *config.Config, statusPort int32, targets []scrapeTarget) {
 	if cfg.Mesh.EnablePrometheusMerge != nil && !*cfg.Mesh.EnablePrometheusMerge {
 		return
 	}

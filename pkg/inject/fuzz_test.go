@@ -3,7 +3,7 @@ package inject
 import (
 	"testing"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 func FuzzParsePortList(f *testing.F) {
@@ -60,10 +60,10 @@ func FuzzAnnotations(f *testing.F) {
 		f.Add(uint8(i), `{"a":{"emptyDir":{}}}`)
 		_ = k
 	}
-	cfg := templates.MustDefault()
+	cfgs := map[bool]*config.Config{true: config.MustDefault(), false: nativeConfig(false)}
 	f.Fuzz(func(t *testing.T, idx uint8, value string) {
 		key := keys[int(idx)%len(keys)]
-		res, err := Inject(Request{Pod: testPod(map[string]string{key: value}), Config: cfg, NativeSidecars: idx%2 == 0})
+		res, err := Inject(Request{Pod: testPod(map[string]string{key: value}), Config: cfgs[idx%2 == 0]})
 		if err == nil {
 			if !res.Injected {
 				t.Fatalf("no error and not injected: %v", res.Reason)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/templates"
 )
 
@@ -25,8 +26,6 @@ const (
 	EnvoyReadinessPort = 15021
 	// EnvoyPrometheusPort is Envoy's own metrics port.
 	EnvoyPrometheusPort = 15090
-	// DefaultRevision is the revision name when values set none.
-	DefaultRevision = "default"
 )
 
 // IgnoredNamespaces are never injected, whatever their labels say.
@@ -45,12 +44,10 @@ type Request struct {
 	NamespaceLabels map[string]string
 	// OwnNamespace is the injector's own namespace, never injected.
 	OwnNamespace string
-	// Config is the loaded configuration.
-	Config *templates.Config
-	// NativeSidecars says whether the cluster supports native sidecars
-	// (init containers with restartPolicy Always); the values' "auto" is
-	// resolved to this. Values "true"/"false" and the pod annotation win.
-	NativeSidecars bool
+	// Config is the loaded configuration. Whether the proxy is a native
+	// sidecar is part of it (Settings.NativeSidecars, resolved by the API
+	// server's version at load); the pod's annotation wins.
+	Config *config.Config
 	// Workload names the pod's owning workload; when empty it is derived
 	// from the pod's owner references and generateName.
 	Workload Workload
@@ -100,14 +97,6 @@ func Inject(req Request) (Result, error) {
 	return Result{Pod: out, Injected: true, Reason: ReasonInjected, Message: "injected " + ProxyContainerName}, nil
 }
 
-// revision is the revision this configuration serves.
-func revision(cfg *templates.Config) string {
-	if cfg.Settings.Revision != "" {
-		return cfg.Settings.Revision
-	}
-	return DefaultRevision
-}
-
 func explicitInject(pod *corev1.Pod) (value string, set bool) {
 	if v, ok := pod.Labels[LabelInject]; ok {
 		return v, true
@@ -135,7 +124,7 @@ func policy(req Request, ns string) (Reason, string, bool) {
 		return ReasonPodOptOut, fmt.Sprintf("the pod sets %s=false", LabelInject), true
 	}
 	cfg := req.Config
-	rev := revision(cfg)
+	rev := cfg.Revision()
 	if req.NamespaceLabels != nil {
 		nsInject := req.NamespaceLabels[LabelNamespaceInject]
 		nsRev, nsHasRev := req.NamespaceLabels[LabelRevision]
@@ -144,7 +133,7 @@ func policy(req Request, ns string) (Reason, string, bool) {
 		case nsInject == "disabled":
 			return ReasonNamespaceDisabled, fmt.Sprintf("namespace %q has %s=disabled", ns, LabelNamespaceInject), true
 		case nsInject == "enabled":
-			if rev != DefaultRevision && (!podHasRev || podRev != rev) {
+			if rev != config.DefaultRevision && (!podHasRev || podRev != rev) {
 				return ReasonOtherRevision, fmt.Sprintf("namespace %q is enabled for the default revision, this injector serves %q", ns, rev), true
 			}
 		case nsHasRev:
@@ -188,21 +177,15 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	userProxyCfg := cfg.UserProxyConfig
 	if p.proxyConfig != nil {
 		var err error
-		if proxyCfg, err = templates.MergeProxyConfig(proxyCfg, *p.proxyConfig); err != nil {
+		if proxyCfg, err = config.MergeProxyConfig(proxyCfg, *p.proxyConfig); err != nil {
 			return nil, err
 		}
-		if userProxyCfg, err = templates.MergeProxyConfig(userProxyCfg, *p.proxyConfig); err != nil {
+		if userProxyCfg, err = config.MergeProxyConfig(userProxyCfg, *p.proxyConfig); err != nil {
 			return nil, err
 		}
 	}
 
-	native := req.NativeSidecars
-	switch s.NativeSidecars {
-	case "true":
-		native = true
-	case "false":
-		native = false
-	}
+	native := s.NativeSidecars
 	if p.nativeSidecar != nil {
 		native = *p.nativeSidecar
 	}
@@ -251,15 +234,15 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 		rewrite = false
 	}
 
-	data := &templates.Data{
+	data := &TemplateData{
 		TypeMeta:       metav1.TypeMeta{APIVersion: wl.APIVersion, Kind: wl.Kind},
-		DeploymentMeta: templates.WorkloadMeta{Name: wl.Name, Namespace: ns},
+		DeploymentMeta: WorkloadMeta{Name: wl.Name, Namespace: ns},
 		ObjectMeta:     orig.ObjectMeta,
 		Spec:           orig.Spec,
 		ProxyConfig:    proxyCfg,
 		MeshConfig:     cfg.Mesh,
 		Values:         cfg.Values,
-		Revision:       revision(cfg),
+		Revision:       cfg.Revision(),
 		NativeSidecar:  native,
 		ProxyImage:     s.ProxyImage,
 		ProxyUID:       s.ProxyUID,
@@ -295,7 +278,7 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	for _, name := range s.ImagePullSecrets {
 		data.ImagePullSecrets = append(data.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
 	}
-	data.Labels, data.Annotations = podMetadata(orig, s, wl, mode, p)
+	data.Labels, data.Annotations = podMetadata(orig, cfg, wl, mode, p)
 	if s.CNIEnabled && data.Init != nil {
 		cniAnnotations(data.Annotations, orig, s, p, statusPort, data.Init.Args)
 	}
@@ -411,7 +394,7 @@ func (t *templateContainers) record(fragment []byte) {
 	}
 }
 
-func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Data, names []string, touched *templateContainers) (*corev1.Pod, error) {
+func renderAndMerge(cfg *config.Config, orig *corev1.Pod, data *TemplateData, names []string, touched *templateContainers) (*corev1.Pod, error) {
 	current, err := json.Marshal(orig)
 	if err != nil {
 		return nil, fmt.Errorf("encoding pod: %w", err)
@@ -422,7 +405,11 @@ func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Dat
 			continue
 		}
 		seen[name] = true
-		rendered, err := cfg.Render(name, data)
+		t, ok := cfg.Templates[name]
+		if !ok {
+			return nil, fmt.Errorf("no template named %q", name)
+		}
+		rendered, err := templates.Execute(t, data)
 		if err != nil {
 			return nil, err
 		}
@@ -446,7 +433,7 @@ func renderAndMerge(cfg *templates.Config, orig *corev1.Pod, data *templates.Dat
 // template does, without the text round trip: it adds the template's labels,
 // annotations, containers, volumes and pull secrets to a copy of the pod,
 // merging same-named items with the strategic merge rules.
-func placeBuiltin(orig *corev1.Pod, data *templates.Data) *corev1.Pod {
+func placeBuiltin(orig *corev1.Pod, data *TemplateData) *corev1.Pod {
 	out := copyForInjection(orig)
 	for k, v := range data.Labels {
 		out.Labels[k] = v
@@ -634,7 +621,8 @@ func ownerURI(wl Workload, ns string) string {
 }
 
 // podMetadata returns the labels and annotations to add.
-func podMetadata(pod *corev1.Pod, s *templates.Settings, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
+func podMetadata(pod *corev1.Pod, cfg *config.Config, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
+	s := &cfg.Settings
 	lbl := map[string]string{
 		LabelTLSMode:           "istio",
 		LabelCanonicalName:     canonicalName(pod, wl),
@@ -647,7 +635,7 @@ func podMetadata(pod *corev1.Pod, s *templates.Settings, wl Workload, mode strin
 		lbl["topology.istio.io/network"] = s.Network
 	}
 	ann := map[string]string{
-		LabelRevision: revisionFromSettings(s),
+		LabelRevision: cfg.Revision(),
 	}
 	for k, v := range s.InjectedAnnotations {
 		ann[k] = v
@@ -656,13 +644,6 @@ func podMetadata(pod *corev1.Pod, s *templates.Settings, wl Workload, mode strin
 		ann[AnnotationInterceptionMode] = mode
 	}
 	return lbl, ann
-}
-
-func revisionFromSettings(s *templates.Settings) string {
-	if s.Revision != "" {
-		return s.Revision
-	}
-	return DefaultRevision
 }
 
 func canonicalName(pod *corev1.Pod, wl Workload) string {
@@ -701,7 +682,7 @@ func insertMountBefore(mounts []corev1.VolumeMount, before string, m corev1.Volu
 
 // cniAnnotations tells the Istio CNI plugin, which programs the rules in
 // place of the init container, what to capture.
-func cniAnnotations(ann map[string]string, pod *corev1.Pod, s *templates.Settings, p *parsed, statusPort int32, initArgs []string) {
+func cniAnnotations(ann map[string]string, pod *corev1.Pod, s *config.Settings, p *parsed, statusPort int32, initArgs []string) {
 	flag := func(name string) string {
 		for i := 0; i+1 < len(initArgs); i++ {
 			if initArgs[i] == name {

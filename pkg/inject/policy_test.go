@@ -7,11 +7,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 func TestPolicy(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	enabled := map[string]string{LabelNamespaceInject: "enabled"}
 	tests := []struct {
 		name      string
@@ -63,7 +63,7 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestNeverAndAlwaysInjectSelectors(t *testing.T) {
-	src := templates.Sources{Values: []byte(`
+	src := config.Sources{Values: []byte(`
 sidecarInjectorWebhook:
   neverInjectSelector:
   - matchExpressions:
@@ -71,7 +71,7 @@ sidecarInjectorWebhook:
   alwaysInjectSelector:
   - matchLabels: {force: "yes"}
 `)}
-	cfg, err := templates.Load(src)
+	cfg, err := config.Load(src, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,17 +89,17 @@ sidecarInjectorWebhook:
 }
 
 func TestInjectIsIdempotentAndPure(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	pod := testPod(nil)
 	before := pod.DeepCopy()
-	res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+	res, err := Inject(Request{Pod: pod, Config: cfg})
 	if err != nil || !res.Injected {
 		t.Fatalf("Inject: %v %v", res.Reason, err)
 	}
 	if pod.String() != before.String() {
 		t.Fatal("Inject modified its input pod")
 	}
-	again, err := Inject(Request{Pod: res.Pod, Config: cfg, NativeSidecars: true})
+	again, err := Inject(Request{Pod: res.Pod, Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,22 @@ func TestInjectIsIdempotentAndPure(t *testing.T) {
 	}
 }
 
+// serverVersion is an API server version on which the values' default,
+// nativeSidecars auto, means native sidecars or not.
+func serverVersion(native bool) string {
+	if native {
+		return "v1.37.2"
+	}
+	return "v1.28.0"
+}
+
+// nativeConfig is the default configuration on an API server with or
+// without native sidecars.
+func nativeConfig(native bool) *config.Config {
+	return config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: serverVersion(native)})
+}
+
 func TestNativeAndClassicLayouts(t *testing.T) {
-	cfg := templates.MustDefault()
 	hold := `holdApplicationUntilProxyStarts: true`
 	tests := []struct {
 		name                  string
@@ -126,7 +140,7 @@ func TestNativeAndClassicLayouts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := Inject(Request{Pod: testPod(tt.ann), Config: cfg, NativeSidecars: tt.native})
+			res, err := Inject(Request{Pod: testPod(tt.ann), Config: nativeConfig(tt.native)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,7 +177,7 @@ func containerNames(cs []corev1.Container) []string {
 func joined(s []string) string { return fmt.Sprint(s) }
 
 func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	tests := []struct {
 		name   string
 		mutate func(*corev1.Pod)
@@ -200,7 +214,7 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := testPod(nil)
 			tt.mutate(pod)
-			_, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			_, err := Inject(Request{Pod: pod, Config: cfg})
 			if err == nil || !IsRefused(err) {
 				t.Fatalf("want a refusal, got %v", err)
 			}
@@ -215,7 +229,7 @@ func TestPodsTheAPIServerWouldRefuseAreRefused(t *testing.T) {
 // annotations and containers injection rewrites, and expects the original
 // pod back.
 func TestUninjectRestoresWhatInjectionChanged(t *testing.T) {
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	tests := []struct {
 		name   string
 		mutate func(*corev1.Pod)
@@ -235,7 +249,7 @@ func TestUninjectRestoresWhatInjectionChanged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := testPod(nil)
 			tt.mutate(pod)
-			res, err := Inject(Request{Pod: pod, Config: cfg, NativeSidecars: true})
+			res, err := Inject(Request{Pod: pod, Config: cfg})
 			if err != nil || !res.Injected {
 				t.Fatalf("Inject: %v %v", res.Reason, err)
 			}

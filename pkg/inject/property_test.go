@@ -27,11 +27,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
@@ -69,7 +69,7 @@ type propertyInput struct {
 	name   string
 	pod    *corev1.Pod
 	raw    []byte // the pod template as written, in JSON
-	cfg    *templates.Config
+	cfg    *config.Config
 	native bool
 }
 
@@ -128,7 +128,7 @@ func goldenInputs(t *testing.T) []propertyInput {
 			for i, p := range pods {
 				out = append(out, propertyInput{
 					name: fmt.Sprintf("golden/%s#%d/native=%v", filepath.Base(f), i, native),
-					pod:  p, raw: raws[i], cfg: templates.MustDefault(), native: native,
+					pod:  p, raw: raws[i], cfg: inject.NativeConfig(native), native: native,
 				})
 			}
 		}
@@ -181,8 +181,11 @@ func corpusInputs(t *testing.T) []propertyInput {
 
 // caseConfig turns a case's settings into a configuration, as the
 // conformance test does, leaving out what only Istio has.
-func caseConfig(settings string) (*templates.Config, bool, error) {
-	var src templates.Sources
+func caseConfig(settings string) (*config.Config, bool, error) {
+	var (
+		src config.Sources
+		o   config.Overrides
+	)
 	native := true
 	for _, s := range strings.Split(settings, ";") {
 		s = strings.TrimSpace(s)
@@ -191,16 +194,16 @@ func caseConfig(settings string) (*templates.Config, bool, error) {
 		case strings.HasPrefix(s, "ENABLE_NATIVE_SIDECARS=false"), strings.HasPrefix(s, "nodes report kubelet v1.28"):
 			native = false
 		case s == "components.cni.enabled=true":
-			err = src.Set("values.istio_cni.enabled=true")
+			err = o.Set("values.istio_cni.enabled=true")
 		case strings.HasPrefix(s, "values.cni.provider="):
-			err = src.Set("values.istio_cni.provider=" + strings.TrimPrefix(s, "values.cni.provider="))
+			err = o.Set("values.istio_cni.provider=" + strings.TrimPrefix(s, "values.cni.provider="))
 		case strings.HasPrefix(s, "values."):
-			err = src.Set(s)
+			err = o.Set(s)
 		case strings.HasPrefix(s, "mesh.defaultConfig.tracing="), strings.HasPrefix(s, "mesh.extensionProviders"),
 			strings.HasPrefix(s, "mesh.inboundTrafficPolicy"):
 			// Istio-only.
 		case strings.HasPrefix(s, "mesh."):
-			err = src.Set("meshConfig." + strings.TrimPrefix(s, "mesh."))
+			err = o.Set("meshConfig." + strings.TrimPrefix(s, "mesh."))
 		case strings.HasPrefix(s, "overlay file ") && !strings.HasPrefix(s, "overlay file spire-template"):
 			src.Values, err = os.ReadFile(filepath.Join(corpusDir, "inject", strings.TrimPrefix(s, "overlay file ")))
 		}
@@ -208,7 +211,8 @@ func caseConfig(settings string) (*templates.Config, bool, error) {
 			return nil, false, fmt.Errorf("setting %q: %w", s, err)
 		}
 	}
-	cfg, err := templates.Load(src)
+	o.ServerVersion = inject.ServerVersion(native)
+	cfg, err := config.Load(src, o)
 	return cfg, native, err
 }
 
@@ -217,13 +221,12 @@ type admissionServer struct {
 	h http.Handler
 }
 
-func newAdmissionServer(t *testing.T, cfg *templates.Config, native bool) *admissionServer {
+func newAdmissionServer(t *testing.T, cfg *config.Config, native bool) *admissionServer {
 	t.Helper()
 	h, err := webhook.NewHandler(webhook.Options{
-		Config:         func() *templates.Config { return cfg },
-		Namespaces:     enabledEverywhere{},
-		OwnNamespace:   ownNamespace,
-		NativeSidecars: native,
+		Config:       func() *config.Config { return cfg },
+		Namespaces:   enabledEverywhere{},
+		OwnNamespace: ownNamespace,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +300,7 @@ func generic(t *testing.T, b []byte) any {
 func TestWebhookPatchGivesTheEnginesPod(t *testing.T) {
 	inputs := append(goldenInputs(t), corpusInputs(t)...)
 	type server struct {
-		cfg    *templates.Config
+		cfg    *config.Config
 		native bool
 	}
 	servers := map[server]*admissionServer{}
@@ -317,7 +320,7 @@ func TestWebhookPatchGivesTheEnginesPod(t *testing.T) {
 			}
 			res, err := inject.Inject(inject.Request{
 				Pod: in.pod, Namespace: ns, NamespaceLabels: map[string]string{inject.LabelNamespaceInject: "enabled"},
-				OwnNamespace: ownNamespace, Config: in.cfg, NativeSidecars: in.native,
+				OwnNamespace: ownNamespace, Config: in.cfg,
 			})
 			// The pod as the API server sends it (its own serialisation)
 			// and as written.
@@ -447,7 +450,7 @@ func FuzzAnnotationSet(f *testing.F) {
 	seed(inject.AnnotationTemplates, "sidecar", inject.AnnotationProxyConfig, "concurrency: 2")
 	seed(inject.AnnotationInterceptionMode, "TPROXY", inject.AnnotationIncludeInboundPorts, "*", inject.AnnotationExcludeOutboundCIDRs, "10.0.0.1,::1")
 	seed(inject.AnnotationNativeSidecar, "maybe", inject.AnnotationLogLevel, "verbose", inject.AnnotationIncludeInboundPorts, "80,,x")
-	cfg := templates.MustDefault()
+	cfgs := map[bool]*config.Config{true: inject.NativeConfig(true), false: inject.NativeConfig(false)}
 	f.Fuzz(func(t *testing.T, lines string, native bool) {
 		ann := map[string]string{}
 		for _, line := range strings.Split(lines, "\n") {
@@ -471,7 +474,7 @@ func FuzzAnnotationSet(f *testing.F) {
 				}},
 			},
 		}
-		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: "default", Config: cfg, NativeSidecars: native})
+		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: "default", Config: cfgs[native]})
 		if err != nil {
 			if !inject.IsRefused(err) {
 				t.Fatalf("%v: an error that is not a refusal: %v", ann, err)

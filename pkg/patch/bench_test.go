@@ -8,9 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 func benchPods(b *testing.B) ([]byte, *corev1.Pod, *corev1.Pod) {
@@ -23,7 +23,7 @@ func benchPods(b *testing.B) ([]byte, *corev1.Pod, *corev1.Pod) {
 		b.Fatal(err)
 	}
 	raw, _ := json.Marshal(pod)
-	res, err := inject.Inject(inject.Request{Pod: pod, Config: templates.MustDefault(), NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Config: config.MustDefault()})
 	if err != nil {
 		b.Fatal(err)
 	}

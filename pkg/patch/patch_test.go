@@ -10,10 +10,10 @@ import (
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 func apply(t *testing.T, raw []byte, ops any) []byte {
@@ -56,7 +56,7 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 	if len(files) < 10 {
 		t.Fatalf("only %d inputs", len(files))
 	}
-	cfg := templates.MustDefault()
+	cfg := config.MustDefault()
 	var direct, total int
 	for _, f := range files {
 		in, err := os.ReadFile(f)
@@ -64,7 +64,7 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, _ = manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-			res, err := inject.Inject(inject.Request{Pod: pod, Config: cfg, NativeSidecars: true, Workload: wl})
+			res, err := inject.Inject(inject.Request{Pod: pod, Config: cfg, Workload: wl})
 			if err != nil || !res.Injected {
 				return pod, false, "", "", nil
 			}

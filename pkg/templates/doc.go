@@ -1,6 +1,6 @@
-// Package templates owns Remora's injection configuration: the embedded
-// default templates, Istio-compatible values and mesh config, and their
-// parsing and validation. A Config is built once (at start-up or on a reload)
-// and is immutable afterwards, so the admission path never reads files or
-// parses templates.
+// Package templates owns Remora's injection templates: the embedded default
+// templates (Istio's sidecar, gateway and proxyless gRPC templates), the
+// functions templates may call, and their parsing and rendering. The
+// configuration that selects and feeds them (values, mesh config, settings,
+// hash) is package config; what a template sees is inject.TemplateData.
 package templates

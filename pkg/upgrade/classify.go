@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // Kinds of the workloads pods are grouped by.
@@ -89,19 +89,6 @@ type PodVerdict struct {
 	Reason string
 }
 
-// Revision returns the revision whose pods are considered: the given one
-// when set (the injector's --revision), else the configuration's, else
-// Istio's "default".
-func Revision(revision string, cfg *templates.Config) string {
-	if revision != "" {
-		return revision
-	}
-	if cfg != nil && cfg.Settings.Revision != "" {
-		return cfg.Settings.Revision
-	}
-	return inject.DefaultRevision
-}
-
 // Considered reports whether Evaluate looks at the pod at all: it carries
 // the status annotation of the given revision, and it is neither finished
 // (Succeeded or Failed) nor terminating.
@@ -111,8 +98,8 @@ func Considered(pod *PodInfo, revision string) bool {
 
 // ClassifyPod classifies an injected pod against the current configuration.
 // nsLabels are the labels of the pod's namespace; revision is the revision
-// this injector serves (see Revision). The caller checks Considered first.
-func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, revision string) PodVerdict {
+// this injector serves (cfg.Revision()). The caller checks Considered first.
+func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *config.Config, revision string) PodVerdict {
 	if selected, reason := Selected(pod, nsLabels, cfg, revision); !selected {
 		return PodVerdict{State: PodUnselected, Reason: reason}
 	}
@@ -126,7 +113,7 @@ func ClassifyPod(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config
 // the pod chooses its own, else the configuration. A pod whose injected
 // image is unknown (watched as metadata, injected before Remora recorded
 // remora.io/proxy-image) reports a configuration change.
-func changeOf(pod *PodInfo, cfg *templates.Config) Change {
+func changeOf(pod *PodInfo, cfg *config.Config) Change {
 	if pod.OwnImage {
 		return ChangeConfig
 	}
@@ -154,7 +141,7 @@ func ProxyImage(pod *corev1.Pod) string {
 // istio-injection or istio.io/rev label, the pod's istio.io/rev label, its
 // sidecar.istio.io/inject label or annotation, and the configuration's
 // selectors. When it is not, the reason says why.
-func Selected(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, revision string) (bool, string) {
+func Selected(pod *PodInfo, nsLabels map[string]string, cfg *config.Config, revision string) (bool, string) {
 	ns := pod.Namespace
 	if slices.Contains(inject.IgnoredNamespaces, ns) {
 		return false, fmt.Sprintf("namespace %q is never injected", ns)
@@ -170,7 +157,7 @@ func Selected(pod *PodInfo, nsLabels map[string]string, cfg *templates.Config, r
 	case nsInject == "disabled":
 		return false, fmt.Sprintf("namespace %q has %s=disabled", ns, inject.LabelNamespaceInject)
 	case nsInject == "enabled":
-		if revision != inject.DefaultRevision && (!podHasRev || podRev != revision) {
+		if revision != config.DefaultRevision && (!podHasRev || podRev != revision) {
 			return false, fmt.Sprintf("namespace %q is enabled for the default revision, not %q", ns, revision)
 		}
 	case nsHasRev:
@@ -229,11 +216,9 @@ func (r Ref) Restartable() bool {
 // classification uses need to be set on the objects: the controller's cache
 // strips the rest.
 type Snapshot struct {
-	// Config is the current configuration.
-	Config *templates.Config
-	// Revision is the revision this injector serves; empty: the
-	// configuration's (see Revision).
-	Revision string
+	// Config is the current configuration; pods of its revision
+	// (Config.Revision, which --revision sets) are considered.
+	Config *config.Config
 	// Namespaces are the namespaces' metadata (labels and annotations).
 	Namespaces []metav1.PartialObjectMetadata
 	// Pods are the injected pods; those of other revisions are ignored.
@@ -324,7 +309,7 @@ type controllerKey struct {
 // workload. It is pure: the same snapshot gives the same report.
 func Evaluate(s *Snapshot) *Report {
 	cfg := s.Config
-	rev := Revision(s.Revision, cfg)
+	rev := cfg.Revision()
 	rep := &Report{
 		Hash:                 cfg.Hash,
 		Revision:             rev,

@@ -9,13 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // injectedPod returns a pod injected with cfg in namespace ns, with the
 // extra labels and annotations applied before injection.
-func injectedPod(t testing.TB, cfg *templates.Config, ns, name string, labels, annotations map[string]string) corev1.Pod {
+func injectedPod(t testing.TB, cfg *config.Config, ns, name string, labels, annotations map[string]string) corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, Annotations: annotations},
@@ -28,7 +28,7 @@ func injectedPod(t testing.TB, cfg *templates.Config, ns, name string, labels, a
 	if rev := cfg.Settings.Revision; rev != "" {
 		nsLabels = map[string]string{inject.LabelRevision: rev}
 	}
-	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: ns, NamespaceLabels: nsLabels, Config: cfg, NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: ns, NamespaceLabels: nsLabels, Config: cfg})
 	if err != nil || !res.Injected {
 		t.Fatalf("injecting: %v (%s)", err, res.Message)
 	}
@@ -55,16 +55,16 @@ func owned(pod corev1.Pod, apiVersion, kind, name string) corev1.Pod {
 
 func TestClassifyPod(t *testing.T) {
 	v1, v2 := loadConfig(t, "example.com/proxy:v1"), loadConfig(t, "example.com/proxy:v2")
-	sameImage, err := templates.Load(templates.Sources{
+	sameImage, err := config.Load(config.Sources{
 		Values: []byte("global:\n  proxy:\n    image: example.com/proxy:v1\n  logging:\n    level: debug\n"),
-	})
+	}, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sameImage.Hash == v1.Hash {
 		t.Fatal("the configurations should differ")
 	}
-	canary, err := templates.Load(templates.Sources{Values: []byte("revision: canary\n")})
+	canary, err := config.Load(config.Sources{Values: []byte("revision: canary\n")}, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +74,7 @@ func TestClassifyPod(t *testing.T) {
 		name     string
 		pod      corev1.Pod
 		nsLabels map[string]string
-		cfg      *templates.Config
-		revision string
+		cfg      *config.Config
 		want     PodVerdict
 	}{
 		{name: "same configuration", pod: injectedPod(t, v1, "a", "p", nil, nil), nsLabels: enabled, cfg: v1,
@@ -124,7 +123,7 @@ func TestClassifyPod(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rev := Revision(tt.revision, tt.cfg)
+			rev := tt.cfg.Revision()
 			info := PodInfoFromPod(&tt.pod)
 			if info == nil || !Considered(info, rev) {
 				t.Fatalf("pod not considered for revision %q", rev)
@@ -144,7 +143,7 @@ func TestClassifyPod(t *testing.T) {
 
 func TestConsidered(t *testing.T) {
 	v1 := loadConfig(t, "example.com/proxy:v1")
-	canary, err := templates.Load(templates.Sources{Values: []byte("revision: canary\n")})
+	canary, err := config.Load(config.Sources{Values: []byte("revision: canary\n")}, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,8 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // Defaults applied to zero Options fields.
@@ -73,7 +72,7 @@ const (
 type Options struct {
 	// Config returns the injector's current configuration (for example
 	// configwatch's Watcher.Current). Required.
-	Config func() *templates.Config
+	Config func() *config.Config
 	// Changes, when set, signals that the configuration changed; the
 	// controller also polls Config's Hash every ConfigPollInterval.
 	Changes <-chan struct{}
@@ -96,9 +95,6 @@ type Options struct {
 	// Now returns the current time (default time.Now); for tests of the
 	// window and the restartedAt annotation.
 	Now func() time.Time
-	// Revision is the revision this injector serves; empty: the
-	// configuration's. Pods injected for other revisions are ignored.
-	Revision string
 	// ResyncInterval is the period of the full re-evaluation without events
 	// (default DefaultResyncInterval).
 	ResyncInterval time.Duration
@@ -435,29 +431,9 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
-// snapshot lists the cache. The lists are read-only, so they are not
-// deep-copied.
-func (r *reconciler) snapshot(ctx context.Context, cfg *templates.Config) (*Snapshot, error) {
-	s := &Snapshot{Config: cfg, Revision: r.opts.Revision}
-	var (
-		deps = &appsv1.DeploymentList{}
-		sts  = &appsv1.StatefulSetList{}
-		dss  = &appsv1.DaemonSetList{}
-		nss  = &metav1.PartialObjectMetadataList{}
-		rss  = &metav1.PartialObjectMetadataList{}
-		jobs = &metav1.PartialObjectMetadataList{}
-	)
-	nss.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-	rss.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"))
-	jobs.SetGroupVersionKind(batchv1JobGVK.GroupVersion().WithKind("JobList"))
-	for _, l := range []client.ObjectList{deps, sts, dss, nss, rss, jobs} {
-		if err := r.cache.List(ctx, l, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("listing %T from the cache: %w", l, err)
-		}
-	}
-	s.Pods, s.Deployments, s.StatefulSets, s.DaemonSets = r.pods.List(), deps.Items, sts.Items, dss.Items
-	s.Namespaces, s.ReplicaSets, s.Jobs = nss.Items, rss.Items, jobs.Items
-	return s, nil
+// snapshot lists the cache, and the pods from the pod store.
+func (r *reconciler) snapshot(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
+	return ListSnapshot(ctx, r.cache, cfg, "", func(context.Context) ([]*PodInfo, error) { return r.pods.List(), nil })
 }
 
 func (r *reconciler) updateGauges(rep *Report) {
@@ -482,7 +458,7 @@ func (r *reconciler) trackRollouts(rep *Report) {
 	for ref, ro := range rep.Rollouts {
 		t := r.tracked[ref]
 		if t == nil {
-			if !ro.Restarting() || !r.ours(ro) {
+			if !ro.Restarting() || !ours(ro, rep.Revision) {
 				continue
 			}
 			t = &trackedRollout{hash: ro.TemplateAnnotations[AnnotationRestartedFor]}
@@ -529,17 +505,9 @@ func (r *reconciler) trackRollouts(rep *Report) {
 // ours reports whether a rollout was restarted by a controller of this
 // revision (restarts made before the restarted-by annotation existed count
 // as everyone's).
-func (r *reconciler) ours(ro *Rollout) bool {
+func ours(ro *Rollout, revision string) bool {
 	by, ok := ro.TemplateAnnotations[AnnotationRestartedBy]
-	return !ok || by == r.revision()
-}
-
-// revision is the revision this controller serves.
-func (r *reconciler) revision() string {
-	if r.opts.Revision == "" {
-		return inject.DefaultRevision
-	}
-	return r.opts.Revision
+	return !ok || by == revision
 }
 
 // plan is what the controller decides for one evaluation.
@@ -560,7 +528,7 @@ func (r *reconciler) plan(rep *Report) *plan {
 	p := &plan{restarting: map[Ref]bool{}, why: map[Ref]string{}}
 	now := time.Now()
 	for ref, ro := range rep.Rollouts {
-		if ro.Restarting() && r.ours(ro) {
+		if ro.Restarting() && ours(ro, rep.Revision) {
 			p.restarting[ref] = true
 		}
 		if pr, ok := r.pending[ref]; ok {
@@ -750,7 +718,7 @@ func (r *reconciler) restart(ctx context.Context, rep *Report, p *plan) error {
 		}
 		tmpl.Annotations[AnnotationRestartedAt] = at
 		tmpl.Annotations[AnnotationRestartedFor] = rep.Hash
-		tmpl.Annotations[AnnotationRestartedBy] = r.revision()
+		tmpl.Annotations[AnnotationRestartedBy] = rep.Revision
 		patch := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
 		log := r.log.WithValues("workload", w.Ref.String(), "hash", rep.Hash, "outdated", w.Outdated, "pods", w.Total,
 			"change", w.Change.String())

@@ -14,14 +14,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // fast are the controller options of the envtest tests: short periods so
 // that a test sees several evaluations in a few seconds.
-func fast(cfg *templates.Config, o Options) Options {
+func fast(cfg *config.Config, o Options) Options {
 	if o.Config == nil {
-		o.Config = func() *templates.Config { return cfg }
+		o.Config = func() *config.Config { return cfg }
 	}
 	if o.ResyncInterval == 0 {
 		o.ResyncInterval = 500 * time.Millisecond
@@ -166,7 +166,7 @@ func TestReportOnly(t *testing.T) {
 	started := counter(t, resultStarted)
 
 	// Start with v1 current: nothing is outdated.
-	var current atomic.Pointer[templates.Config]
+	var current atomic.Pointer[config.Config]
 	current.Store(v1)
 	changes := make(chan struct{}, 1)
 	tm := c.startManager(t, managerOptions{name: "report"}, fast(nil, Options{

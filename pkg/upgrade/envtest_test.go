@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -32,8 +32,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // The control plane is shared by the package's envtest tests: kube-apiserver
@@ -231,7 +231,7 @@ func (c *testCluster) startManager(t *testing.T, mo managerOptions, opts Options
 		Logger:                 zap.New(zap.WriteTo(testWriter{t}), zap.UseDevMode(true)).WithName(mo.name),
 		// Several managers run one after another (and two at once) in
 		// this process; in the injector there is one.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller: crconfig.Controller{SkipNameValidation: ptr.To(true)},
 	}
 	if mo.leaderElection {
 		mopts.LeaderElection = true
@@ -278,9 +278,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // Configurations: v1 injected the existing pods, v2 is current.
-func loadConfig(t testing.TB, image string) *templates.Config {
+func loadConfig(t testing.TB, image string) *config.Config {
 	t.Helper()
-	cfg, err := templates.Load(templates.Sources{Values: []byte("global:\n  proxy:\n    image: " + image + "\n")})
+	cfg, err := config.Load(config.Sources{Values: []byte("global:\n  proxy:\n    image: " + image + "\n")}, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func loadConfig(t testing.TB, image string) *templates.Config {
 // injectedTemplate is a pod template as the webhook would have injected it
 // with cfg: the app container plus istio-init and the istio-proxy native
 // sidecar, and the status and hash annotations.
-func injectedTemplate(t testing.TB, cfg *templates.Config, ns string, nsLabels, podLabels map[string]string, restartNever bool) corev1.PodTemplateSpec {
+func injectedTemplate(t testing.TB, cfg *config.Config, ns string, nsLabels, podLabels map[string]string, restartNever bool) corev1.PodTemplateSpec {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
@@ -305,7 +305,7 @@ func injectedTemplate(t testing.TB, cfg *templates.Config, ns string, nsLabels, 
 	if restartNever {
 		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
-	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: ns, NamespaceLabels: nsLabels, Config: cfg, NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: ns, NamespaceLabels: nsLabels, Config: cfg})
 	if err != nil || !res.Injected {
 		t.Fatalf("injecting the template: %v (%s)", err, res.Message)
 	}
@@ -330,7 +330,7 @@ func (c *testCluster) createNamespace(t *testing.T, name string, labels, annotat
 	})
 }
 
-func (c *testCluster) createDeployment(t *testing.T, cfg *templates.Config, ns, name string, replicas int32, annotations map[string]string, mutate ...func(*appsv1.Deployment)) *appsv1.Deployment {
+func (c *testCluster) createDeployment(t *testing.T, cfg *config.Config, ns, name string, replicas int32, annotations map[string]string, mutate ...func(*appsv1.Deployment)) *appsv1.Deployment {
 	t.Helper()
 	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
@@ -465,7 +465,7 @@ func (c *testCluster) countPods(t *testing.T, ns string) int {
 
 // jobOfCronJob creates a CronJob (suspended: no cronjob controller runs) and
 // a Job it owns, whose pods the job controller creates.
-func (c *testCluster) jobOfCronJob(t *testing.T, cfg *templates.Config, ns, name string) {
+func (c *testCluster) jobOfCronJob(t *testing.T, cfg *config.Config, ns, name string) {
 	t.Helper()
 	tmpl := injectedTemplate(t, cfg, ns, enabled, map[string]string{"job": name}, true)
 	cj := &batchv1.CronJob{

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/remora-mesh/remora/pkg/templates"
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // TestPlan covers the restart decisions on synthetic reports: opt-in,
@@ -125,7 +125,7 @@ func TestPlan(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := tt.opts
-			opts.Config = func() *templates.Config { return nil }
+			opts.Config = func() *config.Config { return nil }
 			opts.Now = func() time.Time { return noon }
 			if err := opts.defaults(); err != nil {
 				t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 
@@ -134,7 +135,7 @@ func statusRevision(status string) string {
 		Revision string `json:"revision"`
 	}
 	if err := json.Unmarshal([]byte(status), &st); err != nil || st.Revision == "" {
-		return inject.DefaultRevision
+		return config.DefaultRevision
 	}
 	return st.Revision
 }

@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // labelsReader answers namespace Gets from memory, as the manager's
@@ -95,9 +95,9 @@ func (f *floorHandler) Handle(_ context.Context, req admission.Request) admissio
 // engine, patch, encoding: raw review in, response bytes out) and the floor
 // side by side on the same requests, so their ratio comes from one run.
 func BenchmarkAdmission(b *testing.B) {
-	cfg := templates.MustDefault() // parsed once, as the watcher does
+	cfg := classicConfig // parsed once, as the watcher does
 	h, err := NewHandler(Options{
-		Config:     func() *templates.Config { return cfg },
+		Config:     func() *config.Config { return cfg },
 		Namespaces: labelsReader{"default": {"istio-injection": "enabled"}},
 	})
 	if err != nil {

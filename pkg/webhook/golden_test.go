@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 
@@ -30,7 +31,7 @@ func TestHandlerMatchesCLIGolden(t *testing.T) {
 			in := readPod(t, filepath.Join(cliTestdata, name+".yaml"))
 			want := readPod(t, filepath.Join(cliTestdata, name+".golden.yaml"))
 
-			srv := newTestWebhook(t, func(o *Options) { o.NativeSidecars = true }, // offline "auto" means true
+			srv := newTestWebhook(t, func(o *Options) { o.Config = config.MustDefault }, // offline "auto" means native, as in the CLI's golden
 				namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"}))
 			body := loadReview(t, func(req *admissionv1.AdmissionRequest, pod map[string]any) {
 				raw, err := json.Marshal(in)

@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // Reasons the handler reports in addition to the engine's inject.Reason set,
@@ -60,8 +60,9 @@ var (
 // Options configure a Handler.
 type Options struct {
 	// Config returns the configuration in effect (configwatch.Watcher.Current).
-	// It is called once per admission and must not return nil.
-	Config func() *templates.Config
+	// It is called once per admission and must not return nil. Whether
+	// the proxy is a native sidecar is part of it.
+	Config func() *config.Config
 	// Namespaces reads namespaces; give it the manager's cached client so
 	// that an admission never costs an API request. The handler reads
 	// metav1.PartialObjectMetadata, so the cache holds only metadata.
@@ -72,9 +73,6 @@ type Options struct {
 	Uncached client.Reader
 	// OwnNamespace is the injector's namespace; it is never injected.
 	OwnNamespace string
-	// NativeSidecars says whether the cluster supports native sidecars; it
-	// resolves the values' nativeSidecars: auto.
-	NativeSidecars bool
 	// Decoder decodes pods (default: one for client-go's scheme).
 	Decoder admission.Decoder
 }
@@ -199,7 +197,6 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		NamespaceLabels: nsLabels,
 		OwnNamespace:    h.opts.OwnNamespace,
 		Config:          h.opts.Config(),
-		NativeSidecars:  h.opts.NativeSidecars,
 	})
 	switch {
 	case inject.IsRefused(err):

@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // reviewFile is a real AdmissionReview: a Bookinfo reviews-v1 pod created by
@@ -78,10 +78,17 @@ func namespace(name string, labels map[string]string) *corev1.Namespace {
 
 // newTestWebhook serves a Handler over the given namespaces through
 // controller-runtime's admission.Webhook, as the webhook server does.
+// classicConfig is the default configuration on an API server without
+// native sidecars (auto means classic there), which the tests use unless
+// they say otherwise.
+var classicConfig = config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: "v1.28.0"})
+
+func classic() *config.Config { return classicConfig }
+
 func newTestWebhook(t testing.TB, mutate func(*Options), namespaces ...client.Object) *httptest.Server {
 	t.Helper()
 	opts := Options{
-		Config:       templates.MustDefault,
+		Config:       classic,
 		Namespaces:   fake.NewClientBuilder().WithObjects(namespaces...).Build(),
 		OwnNamespace: "remora-system",
 	}
@@ -399,19 +406,17 @@ func TestHandlerFallsBackToTheAPIOnACacheMiss(t *testing.T) {
 }
 
 func TestHandlerUsesTheCurrentConfig(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(dir+"/"+templates.ValuesFile, []byte("global:\n  proxy:\n    image: example.com/proxy:v2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	v2, err := templates.LoadDir(dir)
+	v2, err := config.Load(config.FromData(map[string]string{
+		config.ValuesFile: "global:\n  proxy:\n    image: example.com/proxy:v2\n",
+	}), config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	current := templates.MustDefault()
-	srv := newTestWebhook(t, func(o *Options) { o.Config = func() *templates.Config { return current } },
+	current := config.MustDefault()
+	srv := newTestWebhook(t, func(o *Options) { o.Config = func() *config.Config { return current } },
 		namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"}))
 	body := loadReview(t, nil)
-	for _, want := range []string{templates.MustDefault().Settings.ProxyImage, "example.com/proxy:v2"} {
+	for _, want := range []string{config.MustDefault().Settings.ProxyImage, "example.com/proxy:v2"} {
 		pod := patched(t, body, post(t, srv, body))
 		var image string
 		for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
@@ -429,7 +434,7 @@ func TestHandlerUsesTheCurrentConfig(t *testing.T) {
 func TestNewHandlerRequiresOptions(t *testing.T) {
 	for name, opts := range map[string]Options{
 		"no config":     {Namespaces: fake.NewClientBuilder().Build()},
-		"no namespaces": {Config: templates.MustDefault},
+		"no namespaces": {Config: classic},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := NewHandler(opts); err == nil {
@@ -449,7 +454,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte(`null`), "UPDATE", "status")
 	f.Add([]byte(`{"spec":"x"}`), "CREATE", "")
 	h, err := NewHandler(Options{
-		Config:     templates.MustDefault,
+		Config:     config.MustDefault,
 		Namespaces: fake.NewClientBuilder().WithObjects(namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"})).Build(),
 	})
 	if err != nil {
@@ -481,7 +486,7 @@ func TestDeniedPodIsLoggedWithoutTheValue(t *testing.T) {
 	var lines []string
 	logger := funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) }, funcr.Options{})
 	h, err := NewHandler(Options{
-		Config:     templates.MustDefault,
+		Config:     config.MustDefault,
 		Namespaces: fake.NewClientBuilder().WithObjects(namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"})).Build(),
 	})
 	if err != nil {

@@ -27,7 +27,6 @@ import (
 
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // This file proves the rules of issue 9 ("hardening the webhook") through
@@ -69,7 +68,7 @@ var hardenedNamespaces = memNamespaces{
 // registers it.
 func newHardenedServer(t testing.TB, mutate func(*Options)) *httptest.Server {
 	t.Helper()
-	opts := Options{Config: templates.MustDefault, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"}
+	opts := Options{Config: classic, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"}
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -917,7 +916,7 @@ func TestHardeningRawBody(t *testing.T) {
 // debug (--zap-log-level=debug): nothing more leaks at debug.
 func TestHardeningLogs(t *testing.T) {
 	const secret = "s3cr3t-Hunter2-do-not-log"
-	h, err := NewHandler(Options{Config: templates.MustDefault, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"})
+	h, err := NewHandler(Options{Config: classic, Namespaces: hardenedNamespaces, OwnNamespace: "remora-system"})
 	if err != nil {
 		t.Fatal(err)
 	}

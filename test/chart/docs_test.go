@@ -258,7 +258,7 @@ func TestReadmeValuesTable(t *testing.T) {
 }
 
 // TestIstioValuesMatchInjectorDefaults keeps the chart's Istio sections in step with the injector's
-// embedded defaults (pkg/templates/default/values.yaml): the same defaults for shared keys, and every
+// embedded defaults (pkg/config/default/values.yaml): the same defaults for shared keys, and every
 // key the injector knows settable through the chart.
 func TestIstioValuesMatchInjectorDefaults(t *testing.T) {
 	readYAML := func(path string) map[string]any {
@@ -272,7 +272,7 @@ func TestIstioValuesMatchInjectorDefaults(t *testing.T) {
 		}
 		return m
 	}
-	embeddedPath := filepath.Join(repoRoot(t), "pkg", "templates", "default", "values.yaml")
+	embeddedPath := filepath.Join(repoRoot(t), "pkg", "config", "default", "values.yaml")
 	if _, err := os.Stat(embeddedPath); err != nil {
 		t.Skipf("no embedded defaults at %s", embeddedPath)
 	}

@@ -35,9 +35,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 // corpusDir is where CI and developers have the shared corpus: beside the
@@ -180,9 +180,9 @@ func runsOf(cases []testCase) []run {
 
 func ptr[T any](v T) *T { return &v }
 
-// caseConfig turns a case's settings into a configuration and the native
-// sidecar switch.
-func caseConfig(dir, settings string) (src templates.Sources, native bool, err error) {
+// caseConfig turns a case's settings into a configuration's sources and
+// overrides, and the native sidecar switch.
+func caseConfig(dir, settings string) (src config.Sources, o config.Overrides, native bool, err error) {
 	native = true
 	for _, s := range strings.Split(settings, ";") {
 		s = strings.TrimSpace(s)
@@ -193,32 +193,32 @@ func caseConfig(dir, settings string) (src templates.Sources, native bool, err e
 			native = false
 		case strings.HasPrefix(s, "run twice"):
 		case s == "components.cni.enabled=true":
-			err = src.Set("values.istio_cni.enabled=true")
+			err = o.Set("values.istio_cni.enabled=true")
 		case strings.HasPrefix(s, "values.cni.provider="):
-			err = src.Set("values.istio_cni.provider=" + strings.TrimPrefix(s, "values.cni.provider="))
+			err = o.Set("values.istio_cni.provider=" + strings.TrimPrefix(s, "values.cni.provider="))
 		case strings.HasPrefix(s, "values."):
-			err = src.Set(s)
+			err = o.Set(s)
 		case s == "mesh.defaultConfig.tracing={} (empty)":
 			src.Mesh = []byte("defaultConfig:\n  tracing: {}\n")
 		case strings.HasPrefix(s, "mesh."):
-			err = src.Set("meshConfig." + strings.TrimPrefix(s, "mesh."))
+			err = o.Set("meshConfig." + strings.TrimPrefix(s, "mesh."))
 		case strings.HasPrefix(s, "overlay file "):
 			var b []byte
 			b, err = os.ReadFile(filepath.Join(dir, "inject", strings.TrimPrefix(s, "overlay file ")))
 			src.Values = b
 		default:
-			return src, native, fmt.Errorf("unknown setting %q", s)
+			return src, o, native, fmt.Errorf("unknown setting %q", s)
 		}
 		if err != nil {
-			return src, native, fmt.Errorf("setting %q: %w", s, err)
+			return src, o, native, fmt.Errorf("setting %q: %w", s, err)
 		}
 	}
-	return src, native, nil
+	return src, o, native, nil
 }
 
-func runInject(cfg *templates.Config, native bool, input []byte) ([]byte, error) {
+func runInject(cfg *config.Config, input []byte) ([]byte, error) {
 	out, _, err := manifest.Process(bytes.NewReader(input), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, NativeSidecars: native, Workload: wl})
+		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl})
 		if err != nil {
 			return nil, false, "", "", err
 		}
@@ -229,7 +229,7 @@ func runInject(cfg *templates.Config, native bool, input []byte) ([]byte, error)
 
 // caseDiffs runs one case and returns its differences from Istio.
 func caseDiffs(dir string, r run) ([]string, error) {
-	src, native, err := caseConfig(dir, r.settings)
+	src, o, native, err := caseConfig(dir, r.settings)
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +240,15 @@ func caseDiffs(dir string, r run) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := templates.Load(src)
+	// Istio's native sidecar switch is what auto means on the case's
+	// cluster: a 1.28 API server has no native sidecars.
+	if !native {
+		o.ServerVersion = "v1.28.0"
+	}
+	cfg, err := config.Load(src, o)
 	var out []byte
 	if err == nil {
-		out, err = runInject(cfg, native, input)
+		out, err = runInject(cfg, input)
 	}
 	if r.expected == "(error expected)" {
 		return errorDiffs(r.settings, err), nil

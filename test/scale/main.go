@@ -47,8 +47,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/configwatch"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -152,7 +152,7 @@ func logf(format string, args ...any) {
 // values returns a values.yaml whose only change from the defaults is the
 // proxy image's tag.
 func values(tag string) framework.Files {
-	return framework.Files{templates.ValuesFile: []byte("global:\n  proxy:\n    image: docker.io/istio/proxyv2:" + tag + "\n")}
+	return framework.Files{config.ValuesFile: []byte("global:\n  proxy:\n    image: docker.io/istio/proxyv2:" + tag + "\n")}
 }
 
 // errDied says the injector exited while a step waited on it.
@@ -207,7 +207,7 @@ func run(ctx context.Context, o *options) (*result, error) {
 	if err := framework.WriteAtomically(cfgDir, values("v1")); err != nil {
 		return nil, err
 	}
-	watcher, err := configwatch.New(configwatch.Options{Dir: cfgDir, Overrides: configwatch.Overrides{NativeSidecars: "auto"}})
+	watcher, err := configwatch.New(configwatch.Options{Dir: cfgDir, Overrides: config.Overrides{}})
 	if err != nil {
 		return nil, fmt.Errorf("loading the v1 configuration: %w", err)
 	}

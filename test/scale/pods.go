@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -61,7 +61,7 @@ func basePod(path string) (*corev1.Pod, error) {
 // injected by the engine with cfg, o.barePods of them without an owner,
 // the others ReplicaSets' of o.podsPerReplicaSet, round-robin over the
 // namespaces, o.creators at a time. Nothing runs them.
-func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *templates.Config) (*population, error) {
+func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *config.Config) (*population, error) {
 	base, err := basePod(o.podFile)
 	if err != nil {
 		return nil, err
@@ -97,7 +97,7 @@ func createPods(ctx context.Context, c *framework.Cluster, o *options, cfg *temp
 		pod.Namespace = names[i]
 		// What injector serve does on this API server (1.37: native
 		// sidecars under --native-sidecars=auto).
-		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: names[i], NamespaceLabels: nsLabels, Config: cfg, NativeSidecars: true})
+		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: names[i], NamespaceLabels: nsLabels, Config: cfg})
 		if err != nil || !res.Injected {
 			return nil, fmt.Errorf("injecting the pod for %s: %w (%s)", names[i], err, res.Message)
 		}

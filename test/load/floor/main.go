@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/templates"
 )
 
 type floorHandler struct {
@@ -63,7 +63,7 @@ func run(port int, certDir, request string) error {
 	if err := json.Unmarshal(review.Request.Object.Raw, pod); err != nil {
 		return err
 	}
-	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: review.Request.Namespace, NamespaceLabels: map[string]string{"istio-injection": "enabled"}, Config: templates.MustDefault(), NativeSidecars: true})
+	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: review.Request.Namespace, NamespaceLabels: map[string]string{"istio-injection": "enabled"}, Config: config.MustDefault()})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package templates
+package config
 
 import (
 	"os"
@@ -50,7 +50,7 @@ func TestLoadRefusesInvalidConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(tt.src)
+			_, err := Load(tt.src, Overrides{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("want an error containing %q, got %v", tt.want, err)
 			}
@@ -67,13 +67,14 @@ global:
     resources:
       limits: {cpu: null}
 `)}
-	if err := src.Set("values.global.proxy.statusPort=0"); err != nil {
+	var o Overrides
+	if err := o.Set("values.global.proxy.statusPort=0"); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Set("meshConfig.defaultConfig.holdApplicationUntilProxyStarts=true"); err != nil {
+	if err := o.Set("meshConfig.defaultConfig.holdApplicationUntilProxyStarts=true"); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := Load(src)
+	cfg, err := Load(src, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +99,14 @@ global:
 
 func TestSetRefusesMalformed(t *testing.T) {
 	for _, expr := range []string{"global.hub", "values.=x", "values", "other.key=1", "values.a..b=1"} {
-		var src Sources
-		if err := src.Set(expr); err == nil {
+		var o Overrides
+		if err := o.Set(expr); err == nil {
 			t.Errorf("Set(%q) accepted", expr)
 		}
 	}
 }
 
-func TestLoadDirWithConfigMapLayout(t *testing.T) {
+func TestFromDirWithConfigMapLayout(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "..2026_11_25_data")
 	if err := os.Mkdir(data, 0o755); err != nil {
@@ -131,9 +132,21 @@ func TestLoadDirWithConfigMapLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg, err := LoadDir(dir)
+	src, err := FromDir(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	cfg, err := Load(src, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ConfigMap's own data loads to the same configuration.
+	fromData, err := Load(FromData(files), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromData.Hash != cfg.Hash {
+		t.Errorf("from the ConfigMap's data: hash %s; from its directory: %s", fromData.Hash, cfg.Hash)
 	}
 	if cfg.Settings.ProxyImage != "example.com/proxy:v2" {
 		t.Errorf("image %q", cfg.Settings.ProxyImage)

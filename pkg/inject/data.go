@@ -1,11 +1,10 @@
-package templates
+package inject
 
 import (
-	"bytes"
-	"fmt"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // WorkloadMeta names the workload that owns a pod (a Deployment for a pod
@@ -15,18 +14,18 @@ type WorkloadMeta struct {
 	Namespace string
 }
 
-// Data is what a template sees. The field names follow Istio's template data
-// (Spec, ObjectMeta, DeploymentMeta, Values, ProxyConfig, MeshConfig,
-// Revision, NativeSidecar, ProxyImage, ProxyUID, ProxyGID), so templates
-// written for Istio render here; Remora's own templates use the computed
-// fields (Proxy, Init, ...), which the engine has validated.
-type Data struct {
+// TemplateData is what a template sees. The field names follow Istio's
+// template data (Spec, ObjectMeta, DeploymentMeta, Values, ProxyConfig,
+// MeshConfig, Revision, NativeSidecar, ProxyImage, ProxyUID, ProxyGID), so
+// templates written for Istio render here; Remora's own templates use the
+// computed fields (Proxy, Init, ...), which the engine has validated.
+type TemplateData struct {
 	TypeMeta       metav1.TypeMeta
 	DeploymentMeta WorkloadMeta
 	ObjectMeta     metav1.ObjectMeta
 	Spec           corev1.PodSpec
-	ProxyConfig    ProxyConfig
-	MeshConfig     MeshConfig
+	ProxyConfig    config.ProxyConfig
+	MeshConfig     config.MeshConfig
 	Values         map[string]any
 	Revision       string
 	NativeSidecar  bool
@@ -46,18 +45,4 @@ type Data struct {
 	// Labels and Annotations to add to the pod.
 	Labels      map[string]string
 	Annotations map[string]string
-}
-
-// Render executes the named template with data and returns its output.
-func (c *Config) Render(name string, data *Data) ([]byte, error) {
-	t, ok := c.Templates[name]
-	if !ok {
-		return nil, fmt.Errorf("no template named %q", name)
-	}
-	var buf bytes.Buffer
-	buf.Grow(8 << 10)
-	if err := t.Execute(&buf, data); err != nil {
-		return nil, fmt.Errorf("rendering template %q: %w", name, err)
-	}
-	return buf.Bytes(), nil
 }

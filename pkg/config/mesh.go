@@ -1,4 +1,4 @@
-package templates
+package config
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package templates
+package config
 
 import (
 	"crypto/sha256"
@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -19,23 +21,26 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"github.com/remora-mesh/remora/pkg/templates"
 )
 
-//go:embed default/values.yaml default/mesh.yaml default/*.tmpl
+//go:embed default/values.yaml default/mesh.yaml
 var defaultFS embed.FS
 
 // File names read from a configuration directory (a mounted ConfigMap).
 const (
 	// ValuesFile holds Istio-style injector values, overlaid on the defaults.
 	ValuesFile = "values.yaml"
-	// MeshFile holds the mesh config, overlaid on the defaults.
+	// MeshFile holds the mesh config, overlaid on the defaults. Template
+	// files end in templates.Suffix.
 	MeshFile = "mesh.yaml"
-	// TemplateSuffix marks a template file; its base name is the template name.
-	TemplateSuffix = ".tmpl"
 )
 
-// Sources are the raw inputs of a Config. Empty fields keep the embedded
-// defaults.
+// Sources are the raw inputs of a Config: what a configuration directory, an
+// injector's ConfigMap or the CLI's files hold. Empty fields keep the
+// embedded defaults. FromDir, FromData and FromFiles read them; Load builds
+// the Config.
 type Sources struct {
 	// Values is YAML with Istio's injector value names (global.*,
 	// sidecarInjectorWebhook.*), deep-merged over the embedded defaults.
@@ -44,9 +49,6 @@ type Sources struct {
 	Mesh []byte
 	// Templates adds or replaces templates by name.
 	Templates map[string]string
-
-	valueSets map[string]any
-	meshSets  map[string]any
 }
 
 // Config is a parsed and validated injection configuration. It is immutable
@@ -121,8 +123,12 @@ type Settings struct {
 	ProxyResources corev1.ResourceRequirements
 	// InitResources, when set (global.proxy_init.resources), are
 	// istio-init's resources; otherwise it gets the proxy's, as in Istio.
-	InitResources             corev1.ResourceRequirements
-	NativeSidecars            string
+	InitResources corev1.ResourceRequirements
+	// NativeSidecars says whether the proxy runs as a native sidecar (an
+	// init container with restartPolicy Always): global.nativeSidecars, or
+	// --native-sidecars, with auto resolved by the API server's version
+	// (offline: on). A pod's sidecar.istio.io/nativeSidecar annotation wins.
+	NativeSidecars            bool
 	RewriteAppProbes          bool
 	EnableNamespacesByDefault bool
 	NeverInjectSelector       []labels.Selector
@@ -133,59 +139,111 @@ type Settings struct {
 	MountMTLSCerts            bool
 }
 
-// Default returns the embedded default configuration.
-func Default() (*Config, error) { return Load(Sources{}) }
+// Default returns the embedded default configuration, offline (native
+// sidecars on).
+func Default() (*Config, error) { return Load(Sources{}, Overrides{}) }
 
 // MustDefault returns the embedded default configuration and panics if it is
 // invalid, which only a broken build can cause. For tests and benchmarks.
-func MustDefault() *Config {
-	c, err := Default()
+func MustDefault() *Config { return MustLoad(Sources{}, Overrides{}) }
+
+// MustLoad is Load that panics on an error. For tests and benchmarks.
+func MustLoad(src Sources, o Overrides) *Config {
+	c, err := Load(src, o)
 	if err != nil {
 		panic(err)
 	}
 	return c
 }
 
-// LoadDir loads a configuration directory: values.yaml, mesh.yaml and
-// *.tmpl files, each optional. Hidden files and ConfigMap bookkeeping
-// entries (..data) are ignored.
-func LoadDir(dir string) (*Config, error) {
+// FromData reads a configuration from an injector ConfigMap's data:
+// values.yaml, mesh.yaml and *.tmpl keys. Other keys, and hidden ones (the
+// kubelet's ..data bookkeeping in a mounted ConfigMap), are ignored, as the
+// injector ignores them in its mounted directory.
+func FromData(data map[string]string) Sources {
 	src := Sources{Templates: map[string]string{}}
+	for name, text := range data {
+		switch {
+		case strings.HasPrefix(name, "."):
+		case name == ValuesFile:
+			src.Values = []byte(text)
+		case name == MeshFile:
+			src.Mesh = []byte(text)
+		case strings.HasSuffix(name, templates.Suffix):
+			src.Templates[strings.TrimSuffix(name, templates.Suffix)] = text
+		}
+	}
+	return src
+}
+
+// FromDir reads a configuration directory (a mounted ConfigMap) and returns
+// what FromData returns for the ConfigMap itself.
+func FromDir(dir string) (Sources, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading config directory: %w", err)
+		return Sources{}, fmt.Errorf("reading config directory: %w", err)
 	}
+	data := map[string]string{}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") {
+		if strings.HasPrefix(name, ".") || name != ValuesFile && name != MeshFile && !strings.HasSuffix(name, templates.Suffix) {
 			continue
 		}
 		path := filepath.Join(dir, name)
 		if st, err := os.Stat(path); err != nil || st.IsDir() {
 			continue
 		}
-		switch {
-		case name == ValuesFile:
-			if src.Values, err = os.ReadFile(path); err != nil {
-				return nil, fmt.Errorf("reading %s: %w", path, err)
-			}
-		case name == MeshFile:
-			if src.Mesh, err = os.ReadFile(path); err != nil {
-				return nil, fmt.Errorf("reading %s: %w", path, err)
-			}
-		case strings.HasSuffix(name, TemplateSuffix):
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return nil, fmt.Errorf("reading %s: %w", path, err)
-			}
-			src.Templates[strings.TrimSuffix(name, TemplateSuffix)] = string(b)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return Sources{}, fmt.Errorf("reading %s: %w", path, err)
 		}
+		data[name] = string(b)
 	}
-	return Load(src)
+	return FromData(data), nil
 }
 
-// Load builds and validates a Config from sources over the embedded defaults.
-func Load(src Sources) (*Config, error) {
+// FromFiles reads the CLI's files, each optional: a values file, a mesh
+// config file, and a directory of *.tmpl templates (which must hold one).
+func FromFiles(valuesFile, meshFile, templatesDir string) (Sources, error) {
+	src := Sources{Templates: map[string]string{}}
+	var err error
+	if valuesFile != "" {
+		if src.Values, err = os.ReadFile(valuesFile); err != nil {
+			return Sources{}, fmt.Errorf("--values: %w", err)
+		}
+	}
+	if meshFile != "" {
+		if src.Mesh, err = os.ReadFile(meshFile); err != nil {
+			return Sources{}, fmt.Errorf("--mesh-config: %w", err)
+		}
+	}
+	if templatesDir != "" {
+		matches, err := filepath.Glob(filepath.Join(templatesDir, "*"+templates.Suffix))
+		if err != nil {
+			return Sources{}, fmt.Errorf("--templates: %w", err)
+		}
+		if len(matches) == 0 {
+			return Sources{}, fmt.Errorf("--templates %s: no *%s files", templatesDir, templates.Suffix)
+		}
+		for _, m := range matches {
+			b, err := os.ReadFile(m)
+			if err != nil {
+				return Sources{}, fmt.Errorf("--templates: %w", err)
+			}
+			src.Templates[strings.TrimSuffix(filepath.Base(m), templates.Suffix)] = string(b)
+		}
+	}
+	return src, nil
+}
+
+// Load builds and validates a Config from sources over the embedded
+// defaults, with the overrides applied. It is the one way a configuration is
+// built: serve (through configwatch), status, inject and the tests all call
+// it, so that equal inputs give equal configurations and equal hashes.
+func Load(src Sources, o Overrides) (*Config, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	values, err := readYAMLMap(defaultFS, "default/values.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("embedded values: %w", err)
@@ -203,16 +261,15 @@ func Load(src Sources) (*Config, error) {
 		}
 		deepMerge(values, user)
 	}
-	if src.valueSets != nil {
-		deepMerge(values, src.valueSets)
-	}
+	deepMerge(values, o.valueSets)
+	o.applyTo(values)
 
 	meshMap, err := readYAMLMap(defaultFS, "default/mesh.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("embedded mesh config: %w", err)
 	}
 	var userProxy ProxyConfig
-	if len(src.Mesh) > 0 || src.meshSets != nil {
+	if len(src.Mesh) > 0 || o.meshSets != nil {
 		user := map[string]any{}
 		if err := yaml.Unmarshal(src.Mesh, &user); err != nil {
 			return nil, fmt.Errorf("mesh config: %w", err)
@@ -220,7 +277,7 @@ func Load(src Sources) (*Config, error) {
 		if user == nil {
 			user = map[string]any{}
 		}
-		deepMerge(user, src.meshSets)
+		deepMerge(user, o.meshSets)
 		deepMerge(meshMap, user)
 		if dc, ok := user["defaultConfig"]; ok {
 			b, _ := json.Marshal(dc)
@@ -252,7 +309,7 @@ func Load(src Sources) (*Config, error) {
 		return nil, fmt.Errorf("mesh config: %w", err)
 	}
 
-	settings, err := parseSettings(values)
+	settings, err := parseSettings(values, o.ServerVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -262,20 +319,11 @@ func Load(src Sources) (*Config, error) {
 
 	// Templates: embedded, then values' sidecarInjectorWebhook.templates,
 	// then the sources' files.
-	texts := map[string]string{}
-	embeddedTexts := map[string]string{}
-	embedded, err := fs.Glob(defaultFS, "default/*.tmpl")
+	embeddedTexts, err := templates.Builtin()
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range embedded {
-		b, err := defaultFS.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		texts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
-		embeddedTexts[strings.TrimSuffix(filepath.Base(p), TemplateSuffix)] = string(b)
-	}
+	texts := maps.Clone(embeddedTexts)
 	if sw, ok := values["sidecarInjectorWebhook"].(map[string]any); ok {
 		if ts, ok := sw["templates"].(map[string]any); ok {
 			for name, t := range ts {
@@ -292,9 +340,9 @@ func Load(src Sources) (*Config, error) {
 	}
 	parsed := make(map[string]*template.Template, len(texts))
 	for name, text := range texts {
-		t, err := template.New(name).Funcs(FuncMap()).Option("missingkey=zero").Parse(text)
+		t, err := templates.Parse(name, text)
 		if err != nil {
-			return nil, fmt.Errorf("template %q: %w", name, err)
+			return nil, err
 		}
 		parsed[name] = t
 	}
@@ -323,10 +371,35 @@ func Load(src Sources) (*Config, error) {
 			cfg.builtin[name] = true
 		}
 	}
-	cfg.Hash = hashInputs(values, meshMap, texts)
+	cfg.Hash = hashInputs(effectiveValues(values, cfg), meshMap, texts)
 	return cfg, nil
 }
 
+// Revision returns the revision this configuration serves: the values'
+// revision (which --revision overrides), else DefaultRevision. Injection
+// records it on the pods it injects; status and the upgrade controller
+// consider the pods of this revision.
+func (c *Config) Revision() string { return effectiveRevision(c.Settings.Revision) }
+
+// effectiveValues returns the values as the hash sees them: with the
+// revision and the native sidecar switch as they take effect (an empty
+// revision is "default"; auto is resolved), so that configurations that
+// inject the same way hash the same however they were written.
+func effectiveValues(values map[string]any, cfg *Config) map[string]any {
+	out := maps.Clone(values)
+	out["revision"] = cfg.Revision()
+	global, _ := values["global"].(map[string]any)
+	global = maps.Clone(global)
+	if global == nil {
+		global = map[string]any{}
+	}
+	global["nativeSidecars"] = strconv.FormatBool(cfg.Settings.NativeSidecars)
+	out["global"] = global
+	return out
+}
+
+// hashInputs is the configuration hash: of the values, the mesh config and
+// every template's text.
 func hashInputs(values, mesh map[string]any, texts map[string]string) string {
 	h := sha256.New()
 	b, _ := json.Marshal(values) // map keys are sorted by encoding/json
@@ -544,7 +617,7 @@ func (r *settingsReader) selectors(path string) []labels.Selector {
 	return out
 }
 
-func parseSettings(values map[string]any) (Settings, error) {
+func parseSettings(values map[string]any, serverVersion string) (Settings, error) {
 	r := &settingsReader{values: values}
 	s := Settings{
 		Revision:                  r.str("revision"),
@@ -582,7 +655,6 @@ func parseSettings(values map[string]any) (Settings, error) {
 		ProxyGID:                  r.integer("global.proxy.gid", 0, 1<<31-1),
 		ProxyResources:            r.resources("global.proxy.resources"),
 		InitResources:             r.resources("global.proxy_init.resources"),
-		NativeSidecars:            r.str("global.nativeSidecars"),
 		RewriteAppProbes:          r.boolean("sidecarInjectorWebhook.rewriteAppHTTPProbe"),
 		EnableNamespacesByDefault: r.boolean("sidecarInjectorWebhook.enableNamespacesByDefault"),
 		NeverInjectSelector:       r.selectors("sidecarInjectorWebhook.neverInjectSelector"),
@@ -602,13 +674,11 @@ func parseSettings(values map[string]any) (Settings, error) {
 	}
 	s.ProxyImage = imageRef(s.Hub, s.Tag, r.str("global.proxy.image"))
 	s.ProxyInitImage = imageRef(s.Hub, s.Tag, r.str("global.proxy_init.image"))
-	switch s.NativeSidecars {
-	case "", "auto":
-		s.NativeSidecars = "auto"
-	case "true", "false":
-	default:
-		r.errs = append(r.errs, fmt.Errorf("values global.nativeSidecars: %q is not one of auto, true, false", s.NativeSidecars))
+	native, err := resolveNativeSidecars(r.str("global.nativeSidecars"), serverVersion)
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("values global.nativeSidecars: %w", err))
 	}
+	s.NativeSidecars = native
 	switch s.ImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullNever, corev1.PullIfNotPresent:
 	default:
