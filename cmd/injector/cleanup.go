@@ -52,9 +52,9 @@ already gone are fine. The chart runs it as a post-delete hook of helm uninstall
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			restCfg, err := (&serveOptions{kubeconfig: o.kubeconfig, kubeContext: o.kubeContext}).restConfig()
+			restCfg, err := (&clusterOptions{kubeconfig: o.kubeconfig, kubeContext: o.kubeContext}).restConfig()
 			if err != nil {
-				return fmt.Errorf("loading the kubeconfig: %w", err)
+				return err
 			}
 			cs, err := kubernetes.NewForConfig(restCfg)
 			if err != nil {
