@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/upgrade"
 	"github.com/remora-mesh/remora/test/e2e/framework"
@@ -132,7 +133,7 @@ func runRBACCase(t *testing.T, assets string, f features) {
 	kubeconfig := serviceAccountKubeconfig(t, admin, cluster.cfg, releaseNS, saName, work)
 	asInjector := kubeconfigClient(t, kubeconfig, cluster.scheme)
 	args = append(args, "--kubeconfig="+kubeconfig, "--shutdown-delay=1s")
-	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
+	p, err := testenv.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,7 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Secret %s before the injector ran: %v, want NotFound", secretName, err)
 	}
-	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
+	p, err := testenv.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,15 +217,15 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	if err := admin.Create(ctx, first); err != nil {
 		t.Fatalf("creating a pod: %v", err)
 	}
-	if !framework.HasProxy(first) {
+	if !testenv.HasProxy(first) {
 		t.Fatalf("pod %s/%s was not injected: init containers %v, containers %v", ns, first.Name, first.Spec.InitContainers, first.Spec.Containers)
 	}
 	if err := admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: releaseNS, Name: "default"}}); err != nil {
 		t.Fatal(err)
 	}
 	plain := framework.ProbePod(releaseNS) // labelled nowhere, and the chart's selectors exclude the release namespace
-	if err := admin.Create(ctx, plain); err != nil || framework.HasProxy(plain) {
-		t.Errorf("pod in %s: err %v, injected %v; want created and not injected", releaseNS, err, framework.HasProxy(plain))
+	if err := admin.Create(ctx, plain); err != nil || testenv.HasProxy(plain) {
+		t.Errorf("pod in %s: err %v, injected %v; want created and not injected", releaseNS, err, testenv.HasProxy(plain))
 	}
 
 	// 4d. Rotation under load: pods keep being created while the serving certificate rotates (same
@@ -662,7 +662,7 @@ func createPodsUntil(ctx context.Context, c client.Client, ns string, out chan<-
 		began := time.Now()
 		err := c.Create(reqCtx, pod)
 		cancel()
-		out <- podResult{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && framework.HasProxy(pod)}
+		out <- podResult{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && testenv.HasProxy(pod)}
 	}
 }
 

@@ -66,7 +66,7 @@ func TestUpdateOfInjectedPodIsUnchanged(t *testing.T) {
 	const selectorLabel = "remora-e2e/update-hook"
 	ns := newNamespace(t, "update", map[string]string{"istio-injection": "enabled", selectorLabel: "true"})
 	pod := mustCreatePod(t, newPod(ns, "updated"))
-	if !framework.HasProxy(pod) {
+	if !testenv.HasProxy(pod) {
 		t.Fatal("the pod was not injected on CREATE")
 	}
 	injected := pod.DeepCopy()
@@ -341,7 +341,7 @@ func TestDryRunConformanceCorpus(t *testing.T) {
 				t.Logf("refused as expected: %v", err)
 			case err == nil:
 				accepted++
-				if framework.HasProxy(pod) {
+				if testenv.HasProxy(pod) {
 					injected++
 				}
 			case strings.Contains(err.Error(), denied) && strings.Contains(err.Error(), `annotation `+inject.AnnotationTemplates+`=`) &&

@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -57,7 +58,7 @@ type upgradeEnv struct {
 	configDir string
 	leaseNS   string
 	balancer  *framework.Balancer
-	kubelet   *framework.Kubelet
+	kubelet   *framework.FakeKubelet
 	// a is the first injector, b the standby started for the leader
 	// election step.
 	a, b *framework.Injector
@@ -102,7 +103,7 @@ func TestUpgrade(t *testing.T) {
 	t.Cleanup(func() { _ = u.balancer.Close() })
 
 	ns1 := newNamespace(t, "upgrade", revLabels)
-	u.kubelet = framework.StartKubelet(env.cluster.Client, 100*time.Millisecond, podStartTime, ns1)
+	u.kubelet = framework.StartFakeKubelet(env.cluster.Client, 100*time.Millisecond, podStartTime, ns1)
 	t.Cleanup(u.kubelet.Stop)
 	hook := framework.RevisionWebhookConfiguration(framework.WebhookOptions{
 		Name:         "remora-upgrade-e2e",
@@ -185,7 +186,7 @@ func TestUpgrade(t *testing.T) {
 		if d.Spec.Template.Annotations[annotationRestartedAt] == "" || d.Annotations[annotationRestartedFor] != h2 {
 			t.Errorf("restart patch: template annotations %v, annotations %v", d.Spec.Template.Annotations, d.Annotations)
 		}
-		if framework.HasProxy(&corev1.Pod{Spec: d.Spec.Template.Spec}) {
+		if testenv.HasProxy(&corev1.Pod{Spec: d.Spec.Template.Spec}) {
 			t.Fatal("the Deployment's template carries the sidecar: the new pods would not prove the webhook")
 		}
 		pods := waitRolledOut(t, ns1, "web", 3, h2, "example.com/proxy:v2", 60*time.Second)
@@ -562,17 +563,17 @@ func waitRolledOut(t *testing.T, ns, name string, replicas int, hash, image stri
 		var got []string
 		for _, pod := range pods {
 			img := "not injected"
-			if p := proxy(&pod); p != nil {
+			if p := testenv.ProxyContainer(&pod); p != nil {
 				img = p.Image
 			}
-			got = append(got, fmt.Sprintf("%s %s ready=%v", img, pod.Annotations[annotationInjectionHash], framework.PodReady(&pod)))
+			got = append(got, fmt.Sprintf("%s %s ready=%v", img, pod.Annotations[annotationInjectionHash], testenv.PodReady(&pod)))
 		}
 		last = fmt.Sprintf("status %+v; pods %v", d.Status, got)
 		if !rolledOut(d) || len(pods) != replicas {
 			return false, nil
 		}
 		for _, pod := range pods {
-			if p := proxy(&pod); p == nil || p.Image != image || pod.Annotations[annotationInjectionHash] != hash {
+			if p := testenv.ProxyContainer(&pod); p == nil || p.Image != image || pod.Annotations[annotationInjectionHash] != hash {
 				return false, nil
 			}
 		}

@@ -47,6 +47,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/configwatch"
 	"github.com/remora-mesh/remora/pkg/templates"
 	"github.com/remora-mesh/remora/test/e2e/framework"
@@ -164,7 +165,7 @@ var errDied = errors.New("the injector exited")
 func run(ctx context.Context, o *options) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	root, err := framework.RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +214,7 @@ func run(ctx context.Context, o *options) (*result, error) {
 	}
 
 	logf("starting etcd and kube-apiserver")
-	cluster, err := framework.StartCluster(framework.ClusterOptions{Assets: framework.AssetsDir(root), Dir: tmp})
+	cluster, err := framework.StartCluster(framework.ClusterOptions{Assets: testenv.K8sBinDir(root), Dir: tmp})
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // BuildInjector builds the injector binary from the repository into dir.
@@ -75,7 +77,7 @@ type InjectorOptions struct {
 
 // Injector is a running "injector serve" process.
 type Injector struct {
-	*Process
+	*testenv.Process
 	// Opts are the options it was started with, ports filled in.
 	Opts InjectorOptions
 }
@@ -130,7 +132,7 @@ func LaunchInjector(opts InjectorOptions) (*Injector, error) {
 		path = opts.Wrapper[0]
 		args = append(append(append([]string{}, opts.Wrapper[1:]...), opts.Binary), args...)
 	}
-	p, err := StartProcess("injector", opts.LogPath, path, args...)
+	p, err := testenv.StartProcess("injector", opts.LogPath, path, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
@@ -86,18 +87,6 @@ func appPod(ns, name string) *corev1.Pod {
 	}
 }
 
-// proxyContainer returns the istio-proxy container, native or classic.
-func proxyContainer(pod *corev1.Pod) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			if cs[i].Name == "istio-proxy" {
-				return &cs[i]
-			}
-		}
-	}
-	return nil
-}
-
 // --- admissions under load
 
 // admission is the outcome of one pod creation.
@@ -142,7 +131,7 @@ func startLoad(ctx context.Context, c client.Client, ns string) *load {
 			err := c.Create(reqCtx, pod)
 			cancelReq()
 			l.mu.Lock()
-			l.all = append(l.all, admission{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && framework.HasProxy(pod)})
+			l.all = append(l.all, admission{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && testenv.HasProxy(pod)})
 			l.mu.Unlock()
 		}
 	}()
