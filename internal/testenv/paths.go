@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -116,13 +115,3 @@ func Corpus(t testing.TB) string {
 // server sends it to the webhook. The webhook's tests, the guard's fuzzer,
 // the benchmarks, test/load and test/scale all send it.
 const ReviewFile = "testdata/bench/admissionreview-reviews-v1.json"
-
-// ReadReview returns the reference AdmissionReview (ReviewFile).
-func ReadReview(t testing.TB) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(MustRepoRoot(t), ReviewFile))
-	if err != nil {
-		t.Fatal(fmt.Errorf("the reference AdmissionReview: %w", err))
-	}
-	return b
-}

@@ -76,7 +76,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.injector, "injector", "", "injector binary to measure (default: go build ./cmd/injector of this tree)")
 	fs.StringVar(&o.memoryLimit, "memory-limit", "", "run the injector in a memory cgroup with this hard limit, such as 256Mi (the chart's), and report an OOM kill (root)")
 	fs.IntVar(&o.changes, "changes", 3, "configuration changes to measure (proxy image v2, v3, ...)")
-	fs.StringVar(&o.request, "request", "testdata/bench/admissionreview-reviews-v1.json", "the AdmissionReview the admission load sends")
+	fs.StringVar(&o.request, "request", testenv.ReviewFile, "the AdmissionReview the admission load sends")
 	fs.StringVar(&o.podFile, "pod", "testdata/bench/reviews-v1-pod.yaml", "the application pod that is injected and created")
 	fs.IntVar(&o.loadClients, "load-clients", 4, "concurrent clients of the admission load")
 	fs.Float64Var(&o.loadRate, "load-rate", 100, "admissions per second the load sends, all clients together")
