@@ -44,9 +44,6 @@ import (
 // served endpoint refuses hostile requests and old TLS; many slow clients do
 // not stop it answering others.
 
-// corpusDir is Istio's injection corpus, beside the repository.
-const corpusDir = "../../../shared/conformance/istio-inject"
-
 // notPodCreate is the metric series of admissions the handler allows
 // unchanged because they are not the creation of a pod.
 var notPodCreate = map[string]string{"result": "skipped", "reason": "not-pod-create"}
@@ -238,9 +235,7 @@ type corpusPod struct {
 // inputs the corpus expects to be refused.
 func corpusPods(t *testing.T) ([]corpusPod, map[string]bool) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(corpusDir, "cases.tsv")); err != nil {
-		testenv.SkipOrFail(t, "conformance corpus missing: %v", err)
-	}
+	corpusDir := testenv.Corpus(t)
 	tsv, err := os.ReadFile(filepath.Join(corpusDir, "cases.tsv"))
 	if err != nil {
 		t.Fatal(err)
