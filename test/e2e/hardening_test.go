@@ -36,7 +36,7 @@ import (
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
-// The e2e part of issue 9 (hardening the webhook): operations the chart's
+// Hardening the webhook, end to end: operations the chart's
 // webhook configuration does not send (UPDATE, DELETE, subresources) reach
 // the real injector through a second configuration and change nothing;
 // every input pod of Istio's conformance corpus passes the API server's own

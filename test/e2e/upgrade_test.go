@@ -62,8 +62,9 @@ type upgradeEnv struct {
 	// a is the first injector, b the standby started for the leader
 	// election step.
 	a, b *framework.Injector
-	// bugs are the known product bugs observed.
-	bugs []string
+	// failures are the failures errorAtEnd recorded, reported when the
+	// test ends.
+	failures []string
 	// top is the test the processes live as long as.
 	top *testing.T
 }
@@ -84,8 +85,8 @@ func TestUpgrade(t *testing.T) {
 	start := time.Now()
 	u := &upgradeEnv{top: t}
 	t.Cleanup(func() {
-		for _, b := range u.bugs {
-			t.Error(b)
+		for _, f := range u.failures {
+			t.Error(f)
 		}
 	})
 	var err error
@@ -212,10 +213,10 @@ func TestUpgrade(t *testing.T) {
 		t.Logf("RestartFinished: %s", waitEvent(t, ns1, "Deployment", "web", "RestartFinished", "3 of 3 injected pods up to date"))
 		// Only the controller of the revision that restarted it reports it.
 		if notes := eventNotes(t, ns1, "Deployment", "web", "RestartFinished"); len(notes) != 1 {
-			u.knownBug(t, "%d RestartFinished Events on the Deployment, want 1: %q", len(notes), notes)
+			u.errorAtEnd(t, "%d RestartFinished Events on the Deployment, want 1: %q", len(notes), notes)
 		}
 		if got := metric(t, "remora_restarts_total", map[string]string{"result": "finished"}); got != sharedFinished {
-			u.knownBug(t, "the shared injector (revision default) counted the restart of revision %s's Deployment: "+
+			u.errorAtEnd(t, "the shared injector (revision default) counted the restart of revision %s's Deployment: "+
 				"its remora_restarts_total{result=finished} went from %v to %v", upgradeRevision, sharedFinished, got)
 		}
 		out := u.status(t, ns1)
@@ -662,13 +663,15 @@ func waitEvent(t *testing.T, ns, kind, name, reason, substring string) string {
 	return note
 }
 
-// knownBug records a product misbehaviour the test found; the test fails on
-// it at its end, after the steps that follow have run.
-func (u *upgradeEnv) knownBug(t *testing.T, format string, args ...any) {
+// errorAtEnd records a failure that does not stop the steps that follow:
+// it is logged now, and TestUpgrade fails with it when it ends, after the
+// later steps have run (a t.Error in a step would stop nothing either, but
+// would be lost among the steps' output).
+func (u *upgradeEnv) errorAtEnd(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := t.Name() + ": " + fmt.Sprintf(format, args...)
-	t.Log("BUG: " + msg)
-	u.bugs = append(u.bugs, msg)
+	t.Log("FAILED (reported when TestUpgrade ends): " + msg)
+	u.failures = append(u.failures, msg)
 }
 
 // leaseHolder returns the holder of the leader-election Lease, or "".

@@ -230,13 +230,11 @@ func (i *Injector) MetricsAs(ctx context.Context, token string) (int, string, er
 // ServingCertSerial dials the webhook port and returns the serial number of
 // the certificate it presents, verified against roots.
 func (i *Injector) ServingCertSerial(roots *x509.CertPool) (string, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
-		fmt.Sprintf("127.0.0.1:%d", i.Opts.Port), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	serial, err := ServedSerial(fmt.Sprintf("127.0.0.1:%d", i.Opts.Port), "127.0.0.1", roots)
 	if err != nil {
 		return "", fmt.Errorf("TLS dial of the webhook: %w", err)
 	}
-	defer func() { _ = conn.Close() }()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
+	return serial, nil
 }
 
 func get(ctx context.Context, url string) (int, string, error) {

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/test/e2e/framework"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
 
@@ -195,7 +196,7 @@ func stepInstall(t *testing.T, certManager bool, firstNS string) {
 		}
 		wantBundle = secret.Data["ca-bundle.crt"]
 	}
-	leaf, err := leafOf(secret.Data[corev1.TLSCertKey])
+	leaf, err := framework.LeafOf(secret.Data[corev1.TLSCertKey])
 	must(t, err)
 	if !slices.Contains(leaf.DNSNames, dnsName) {
 		t.Errorf("serving certificate names %v, not %s", leaf.DNSNames, dnsName)
@@ -511,7 +512,7 @@ func stepRenewal(t *testing.T) {
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: secretName}, &s); err != nil {
 			return "", err
 		}
-		leaf, err := leafOf(s.Data[corev1.TLSCertKey])
+		leaf, err := framework.LeafOf(s.Data[corev1.TLSCertKey])
 		if err != nil {
 			return "", err
 		}
