@@ -1,18 +1,19 @@
 package main
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/remora-mesh/remora/internal/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
 // TestInjectGolden runs `injector inject` on each testdata/*.yaml and
-// compares the output with testdata/*.golden.yaml (go test -update rewrites
-// them).
+// compares the output with testdata/*.golden.yaml, printing a diff when they
+// differ (go test -update rewrites them). The engine's own, larger corpus is
+// pkg/inject/testdata/golden; these cases prove the CLI's path (flags, YAML
+// out, the report on stderr).
 func TestInjectGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/*.yaml")
 	if err != nil {
@@ -33,19 +34,7 @@ func TestInjectGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("inject: %v (stderr %s)", err, stderr)
 			}
-			golden := strings.TrimSuffix(in, ".yaml") + ".golden.yaml"
-			if *update {
-				if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./cmd/injector -update)", err)
-			}
-			if out != string(want) {
-				t.Errorf("output differs from %s; run go test ./cmd/injector -update and review the diff", golden)
-			}
+			golden.Assert(t, strings.TrimSuffix(in, ".yaml")+".golden.yaml", []byte(out))
 			if !strings.Contains(stderr, ": injected") {
 				t.Errorf("report %q names no injected object", stderr)
 			}

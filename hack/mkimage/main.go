@@ -16,7 +16,7 @@
 // directory. -bin and -path accept shell globs.
 //
 // It uses only the standard library (and ldd for -bin), so it builds anywhere
-// Go does; see hack/mkimage/ociimage for the library the e2e tests use.
+// Go does; see internal/ociimage for the library the e2e tests use.
 package main
 
 import (
@@ -28,7 +28,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/remora-mesh/remora/hack/mkimage/ociimage"
+	"github.com/remora-mesh/remora/internal/ociimage"
 )
 
 // list collects a repeatable flag.

@@ -1,7 +1,18 @@
-// Package testenv finds the control-plane binaries that tests start with
-// controller-runtime's envtest: $KUBEBUILDER_ASSETS, or the repository's
-// bin/k8s (make envtest-bins). Without them a test is skipped on a
-// developer's machine and fails in CI (CI=true), where they must be built.
+// Package testenv is the one test-support layer every suite and harness
+// shares (the unit and chart tests, test/e2e/framework, the node suites under
+// test/e2e, test/scale, test/load):
+//
+//   - paths: the repository's root, the control-plane binaries that tests
+//     start with controller-runtime's envtest ($KUBEBUILDER_ASSETS, or the
+//     repository's bin/k8s, which make envtest-bins builds), Istio's
+//     conformance corpus and the reference AdmissionReview (paths.go);
+//   - one process runner: a child in its own process group, signalled and
+//     stopped as a group, its output in a log file (process.go);
+//   - pod helpers: readiness, the istio-proxy container, namespaces
+//     (pods.go).
+//
+// Without the control-plane binaries a test is skipped on a developer's
+// machine and fails in CI (CI=true), where they must be built.
 //
 // Every test that cannot run here for want of a prerequisite (root, a
 // binary, a corpus) stops through SkipOrFail, so that no suite passes
@@ -12,8 +23,6 @@ package testenv
 import (
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -61,33 +70,4 @@ func Skip(t testing.TB, msg string) {
 		}
 	}
 	t.Skip(msg)
-}
-
-// AssetsDir returns the absolute directory holding every binary named
-// (kube-apiserver and etcd when none is named), or skips or fails t.
-func AssetsDir(t testing.TB, binaries ...string) string {
-	t.Helper()
-	if len(binaries) == 0 {
-		binaries = []string{"kube-apiserver", "etcd"}
-	}
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = filepath.Join(RepoRoot(), "bin", "k8s")
-	}
-	for _, bin := range binaries {
-		if fi, err := os.Stat(filepath.Join(dir, bin)); err != nil || fi.IsDir() {
-			SkipOrFail(t, "no control plane: %s is not in %s; set KUBEBUILDER_ASSETS to a directory with the control-plane binaries (make envtest-bins builds bin/k8s)", bin, dir)
-		}
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
-
-// RepoRoot is the repository's root directory.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
 }

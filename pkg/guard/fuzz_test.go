@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/webhook"
@@ -52,7 +54,7 @@ var answered = map[int]bool{
 // patches only a pod creation with a patch that applies to the request's
 // object. Seeds: f.Add below and testdata/fuzz/FuzzGuard.
 func FuzzGuard(f *testing.F) {
-	review, err := os.ReadFile("../webhook/testdata/admissionreview-reviews-v1.json")
+	review, err := os.ReadFile(filepath.Join("..", "..", testenv.ReviewFile))
 	if err != nil {
 		f.Fatal(err)
 	}

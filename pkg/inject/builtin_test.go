@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
 )
@@ -15,10 +16,14 @@ import (
 // TestBuiltinPlacementEqualsRendering proves that placing the built-in
 // sidecar template's fragment directly gives exactly the pod that rendering
 // the template and strategic-merging it gives, on every input of the Istio
-// corpus and of our goldens, native and classic.
+// corpus and of our goldens (the engine's and the CLI's), native and classic.
 func TestBuiltinPlacementEqualsRendering(t *testing.T) {
+	corpus, err := testenv.CorpusDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var files []string
-	for _, pattern := range []string{"../../../shared/conformance/istio-inject/inject/*.yaml", "../../cmd/injector/testdata/*.yaml"} {
+	for _, pattern := range []string{filepath.Join(corpus, "inject", "*.yaml"), filepath.Join(goldenDir, "*.yaml"), "../../cmd/injector/testdata/*.yaml"} {
 		m, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)

@@ -356,8 +356,6 @@ func build(req Request, ns string, p *parsed) (*corev1.Pod, error) {
 	return out, nil
 }
 
-// renderAndMerge renders each template and merges its Pod fragment into the
-// pod with Kubernetes' strategic merge rules, as Istio does.
 // templateContainers are the names of the init containers and containers
 // the templates wrote, in the templates' order.
 type templateContainers struct {
@@ -394,6 +392,8 @@ func (t *templateContainers) record(fragment []byte) {
 	}
 }
 
+// renderAndMerge renders each template and merges its Pod fragment into the
+// pod with Kubernetes' strategic merge rules, as Istio does.
 func renderAndMerge(cfg *config.Config, orig *corev1.Pod, data *TemplateData, names []string, touched *templateContainers) (*corev1.Pod, error) {
 	current, err := json.Marshal(orig)
 	if err != nil {

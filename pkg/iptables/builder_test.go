@@ -1,15 +1,12 @@
 package iptables
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ from the current output")
+	"github.com/remora-mesh/remora/internal/golden"
+)
 
 // goldenCases are istio-iptables argument sets, most of them the istio-init
 // arguments of the injection goldens in conformance/istio-inject/inject/.
@@ -68,42 +65,11 @@ func TestBuildGolden(t *testing.T) {
 		file := filepath.Join("testdata", tt.name+".golden")
 		want = append(want, file)
 		t.Run(tt.name, func(t *testing.T) {
-			got := goldenOutput(t, tt.args)
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			golden, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatalf("%v (run go test ./pkg/iptables -update to create it)", err)
-			}
-			if got != string(golden) {
-				t.Errorf("%s is stale (run go test ./pkg/iptables -update and review the diff); got:\n%s", file, got)
-			}
+			golden.Assert(t, file, []byte(goldenOutput(t, tt.args)))
 		})
 	}
 	// A golden file without a case is stale too.
-	files, err := filepath.Glob(filepath.Join("testdata", "*.golden"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if slices.Contains(want, f) {
-			continue
-		}
-		if *update {
-			if err := os.Remove(f); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		t.Errorf("%s has no test case (run go test ./pkg/iptables -update to remove it)", f)
-	}
+	golden.CheckStale(t, filepath.Join("testdata", "*.golden"), want)
 }
 
 // TestBuildProperties checks, independently of the goldens, the rules every

@@ -10,6 +10,7 @@ import (
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/manifest"
@@ -48,8 +49,12 @@ func canonical(t *testing.T, b []byte) string {
 // the same document as applying controller-runtime's generic diff, and the
 // same as the injected pod itself.
 func TestPatchEqualsGenericDiff(t *testing.T) {
+	corpus, err := testenv.CorpusDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var files []string
-	for _, pattern := range []string{"../../../shared/conformance/istio-inject/inject/*.yaml", "../../cmd/injector/testdata/*.yaml", "../../testdata/bench/*.yaml"} {
+	for _, pattern := range []string{filepath.Join(corpus, "inject", "*.yaml"), "../inject/testdata/golden/*.yaml", "../../cmd/injector/testdata/*.yaml", "../../testdata/bench/*.yaml"} {
 		m, _ := filepath.Glob(pattern)
 		files = append(files, m...)
 	}

@@ -39,7 +39,7 @@ func (r labelsReader) List(context.Context, client.ObjectList, ...client.ListOpt
 // benchReviews returns the benchmark requests: the reference review, and
 // the large and annotated pods wrapped in the same review.
 func benchReviews(b *testing.B) map[string][]byte {
-	ref, err := os.ReadFile("../../testdata/bench/admissionreview-reviews-v1.json")
+	ref, err := os.ReadFile(reviewFile)
 	if err != nil {
 		b.Fatal(err)
 	}

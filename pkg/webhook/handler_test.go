@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,13 +24,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 
 // reviewFile is a real AdmissionReview: a Bookinfo reviews-v1 pod created by
-// its ReplicaSet in namespace "default", as the API server sends it.
-const reviewFile = "testdata/admissionreview-reviews-v1.json"
+// its ReplicaSet in namespace "default", as the API server sends it (the
+// repository's one copy, testenv.ReviewFile).
+var reviewFile = filepath.Join("..", "..", testenv.ReviewFile)
 
 // loadReview reads the real AdmissionReview and applies edit to its request.
 func loadReview(t testing.TB, edit func(req *admissionv1.AdmissionRequest, pod map[string]any)) []byte {

@@ -29,7 +29,8 @@ import (
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 
-// This file proves the rules of issue 9 ("hardening the webhook") through
+// This file proves the rules that harden the webhook (strict checks before
+// decoding, bounded bodies, named refusals, no panics) through
 // the real HTTP stack the injector serves: raw bytes are POSTed to
 // guard.New(&admission.Webhook{Handler: the Handler}) on an httptest
 // server, and the status and the response are checked.

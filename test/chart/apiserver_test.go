@@ -9,15 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -28,34 +25,18 @@ import (
 	"github.com/remora-mesh/remora/pkg/selfcert"
 )
 
-// assetsDir returns the directory with kube-apiserver and etcd.
-func assetsDir(t *testing.T) string { return testenv.AssetsDir(t) }
-
 // TestChartOnAPIServer sends the rendered chart to a real API server: every built-in object is
 // accepted (server-side validation), and in self-managed mode the chart's RBAC is exactly enough
 // for the certificate manager, run as the chart's ServiceAccount, to set the webhook's caBundle.
 func TestChartOnAPIServer(t *testing.T) {
-	assets := assetsDir(t)
+	assets := testenv.AssetsDir(t)
 	helmBinary(t)
 	log.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 2 * time.Minute}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(cfg, client.Options{Scheme: scheme})
+	cluster, err := startControlPlane(t, assets, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	env, cfg, admin, scheme := cluster.env, cluster.cfg, cluster.admin, cluster.scheme
 	ctx := t.Context()
 	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNS}}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -24,15 +23,8 @@ const (
 	releaseNS   = "remora-system"
 )
 
-// repoRoot is the repository's root directory (two levels above this file).
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("cannot locate the test source")
-	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+// repoRoot is the repository's root directory.
+func repoRoot(t *testing.T) string { return testenv.MustRepoRoot(t) }
 
 func chartDir(t *testing.T) string { return filepath.Join(repoRoot(t), "charts", "remora") }
 

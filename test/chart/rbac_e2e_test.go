@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/upgrade"
 	"github.com/remora-mesh/remora/test/e2e/framework"
@@ -54,7 +55,7 @@ const (
 // fails: the injector does not become ready, an Event or a restart does not happen, or the
 // injector logs a Forbidden error. Rights a feature that is off would use are refused.
 func TestRBACEndToEnd(t *testing.T) {
-	assets := assetsDir(t)
+	assets := testenv.AssetsDir(t)
 	helmBinary(t)
 	log.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	tests := []struct {
@@ -99,17 +100,7 @@ func runRBACCase(t *testing.T, assets string, f features) {
 	cluster.applyChart(t, m)
 	deploy := one[appsv1.Deployment](t, m, "Deployment")
 	args, opts, configMapName := injectorArgs(t, deploy, work)
-	cm := &corev1.ConfigMap{}
-	if err := admin.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: configMapName}, cm); err != nil {
-		t.Fatal(err)
-	}
-	files := framework.Files{}
-	for k, v := range cm.Data {
-		files[k] = []byte(v)
-	}
-	if err := framework.WriteAtomically(opts.ConfigDir, files); err != nil {
-		t.Fatal(err)
-	}
+	cluster.mountConfigMap(t, configMapName, opts.ConfigDir)
 	var caPool *x509.CertPool // verifies the serving certificate, which /metrics serves too
 	if f.certManager {
 		// What cert-manager would write into the mounted Secret.
@@ -132,25 +123,9 @@ func runRBACCase(t *testing.T, assets string, f features) {
 	kubeconfig := serviceAccountKubeconfig(t, admin, cluster.cfg, releaseNS, saName, work)
 	asInjector := kubeconfigClient(t, kubeconfig, cluster.scheme)
 	args = append(args, "--kubeconfig="+kubeconfig, "--shutdown-delay=1s")
-	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inj := &framework.Injector{Process: p, Opts: opts}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = inj.Stop(10 * time.Second)
-		}
-		if t.Failed() {
-			t.Logf("injector log (last lines):\n%s", inj.LogTail(60))
-		}
-	})
 	// Ready: the namespace cache synced (namespaces list, watch), and in self-managed mode the
 	// Secret was created and the caBundle patched.
-	if err := inj.WaitReady(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	inj := cluster.startInjector(t, work, args, opts)
 	t.Logf("%v: injector ready in %v: %s", f, time.Since(start).Round(time.Millisecond), strings.Join(args, " "))
 
 	// namespaces get: a pod of a namespace the cache has not seen sends the webhook to the API
@@ -256,7 +231,6 @@ func runRBACCase(t *testing.T, assets string, f features) {
 	}
 
 	// Nothing the injector did was refused.
-	stopped = true
 	if err := inj.Stop(15 * time.Second); err != nil {
 		t.Errorf("the injector did not exit cleanly on SIGTERM: %v", err)
 	}

@@ -3,9 +3,7 @@ package chart_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -60,7 +58,7 @@ const (
 // with the caBundle the injector patched in. While pods are created continuously, the serving
 // certificate rotates, then the CA does; no pod creation may fail and every pod must be injected.
 func TestSelfManagedModeEndToEnd(t *testing.T) {
-	assets := assetsDir(t)
+	assets := testenv.AssetsDir(t)
 	helmBinary(t)
 	hostIP := hostAddress(t)
 	log.SetLogger(zap.New(zap.WriteTo(io.Discard)))
@@ -103,17 +101,7 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	// 2. The injector's command line: the Deployment's arguments, with its ports, paths and
 	// downward-API variable replaced for a process on this host.
 	args, opts, configMapName := injectorArgs(t, deploy, work)
-	cm := &corev1.ConfigMap{}
-	if err := admin.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: configMapName}, cm); err != nil {
-		t.Fatal(err)
-	}
-	files := framework.Files{}
-	for k, v := range cm.Data {
-		files[k] = []byte(v)
-	}
-	if err := framework.WriteAtomically(opts.ConfigDir, files); err != nil { // as the kubelet mounts it
-		t.Fatal(err)
-	}
+	cluster.mountConfigMap(t, configMapName, opts.ConfigDir)
 	secretName, configName := flagValue(t, args, "cert-secret-name"), flagValue(t, args, "webhook-config-name")
 	if configName != chartMWC.Name || flagValue(t, args, "service-name") != svc.Name {
 		t.Fatalf("the Deployment's --webhook-config-name/--service-name do not name the chart's objects: %v", args)
@@ -151,23 +139,7 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: secretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Secret %s before the injector ran: %v, want NotFound", secretName, err)
 	}
-	p, err := framework.StartProcess("injector", filepath.Join(work, "injector.log"), cluster.injector, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inj := &framework.Injector{Process: p, Opts: opts}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = inj.Stop(10 * time.Second)
-		}
-		if t.Failed() {
-			t.Logf("injector log (last lines):\n%s", inj.LogTail(40))
-		}
-	})
-	if err := inj.WaitReady(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	inj := cluster.startInjector(t, work, args, opts)
 	t.Logf("control plane, chart and injector ready in %v; injector: %s", time.Since(start).Round(time.Millisecond), strings.Join(args, " "))
 
 	// 4a. The Secret, created by the injector, holds a CA and a serving certificate for the Service.
@@ -217,15 +189,15 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 	if err := admin.Create(ctx, first); err != nil {
 		t.Fatalf("creating a pod: %v", err)
 	}
-	if !framework.HasProxy(first) {
+	if !testenv.HasProxy(first) {
 		t.Fatalf("pod %s/%s was not injected: init containers %v, containers %v", ns, first.Name, first.Spec.InitContainers, first.Spec.Containers)
 	}
 	if err := admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: releaseNS, Name: "default"}}); err != nil {
 		t.Fatal(err)
 	}
 	plain := framework.ProbePod(releaseNS) // labelled nowhere, and the chart's selectors exclude the release namespace
-	if err := admin.Create(ctx, plain); err != nil || framework.HasProxy(plain) {
-		t.Errorf("pod in %s: err %v, injected %v; want created and not injected", releaseNS, err, framework.HasProxy(plain))
+	if err := admin.Create(ctx, plain); err != nil || testenv.HasProxy(plain) {
+		t.Errorf("pod in %s: err %v, injected %v; want created and not injected", releaseNS, err, testenv.HasProxy(plain))
 	}
 
 	// 4d. Rotation under load: pods keep being created while the serving certificate rotates (same
@@ -312,7 +284,6 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 		bytes.Count(logText, []byte("Updated current TLS certificate")), bytes.Count(logText, []byte("error re-reading certificate")))
 
 	// Stop: SIGTERM, a clean exit.
-	stopped = true
 	if err := inj.Stop(15 * time.Second); err != nil {
 		t.Errorf("the injector did not exit cleanly on SIGTERM: %v", err)
 	}
@@ -530,28 +501,20 @@ func serviceAccountKubeconfig(t *testing.T, admin client.Client, cfg *rest.Confi
 // parseCerts returns the certificates of a PEM bundle.
 func parseCerts(t *testing.T, data []byte) []*x509.Certificate {
 	t.Helper()
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return certs
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			t.Fatalf("parsing a certificate: %v", err)
-		}
-		certs = append(certs, c)
+	certs, err := framework.ParseCerts(data)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return certs
 }
 
 func firstCert(t *testing.T, data []byte) *x509.Certificate {
 	t.Helper()
-	certs := parseCerts(t, data)
-	if len(certs) == 0 {
-		t.Fatal("no certificate in PEM data")
+	leaf, err := framework.LeafOf(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return certs[0]
+	return leaf
 }
 
 // readCertFile returns the certificate in certDir/tls.crt.
@@ -616,7 +579,7 @@ func waitServed(t *testing.T, inj *framework.Injector, host net.IP, dnsName stri
 	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		got, err = servedSerial(host, inj.Opts.Port, dnsName, roots)
+		got, err = framework.ServedSerial(net.JoinHostPort(host.String(), strconv.Itoa(inj.Opts.Port)), dnsName, roots)
 		if err == nil && got == want.String() {
 			return got
 		}
@@ -624,18 +587,6 @@ func waitServed(t *testing.T, inj *framework.Injector, host net.IP, dnsName stri
 	}
 	t.Fatalf("the injector does not serve certificate %s verified by the caBundle for %s: got %q, %v", want, dnsName, got, err)
 	return ""
-}
-
-// servedSerial dials the webhook port as the API server would (ServerName dnsName, roots the
-// caBundle) and returns the serial of the certificate it presents.
-func servedSerial(host net.IP, port int, dnsName string, roots *x509.CertPool) (string, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort(host.String(), strconv.Itoa(port)),
-		&tls.Config{RootCAs: roots, ServerName: dnsName, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = conn.Close() }()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
 }
 
 // podResult is the outcome of one pod creation.
@@ -662,7 +613,7 @@ func createPodsUntil(ctx context.Context, c client.Client, ns string, out chan<-
 		began := time.Now()
 		err := c.Create(reqCtx, pod)
 		cancel()
-		out <- podResult{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && framework.HasProxy(pod)}
+		out <- podResult{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && testenv.HasProxy(pod)}
 	}
 }
 

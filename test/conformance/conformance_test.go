@@ -41,18 +41,8 @@ import (
 )
 
 // corpusDir is where CI and developers have the shared corpus: beside the
-// repository.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs("../../../shared/conformance/istio-inject")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "cases.tsv")); err != nil {
-		testenv.SkipOrFail(t, "conformance corpus missing at %s: %v", dir, err)
-	}
-	return dir
-}
+// repository (testenv.Corpus).
+func corpusDir(t *testing.T) string { return testenv.Corpus(t) }
 
 // istioOnlyExtras are the cases the corpus README allows leaving out: the
 // Istio-only extras SPIRE, OpenTelemetry, FIPS and OpenShift (its platform

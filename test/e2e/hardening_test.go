@@ -36,16 +36,13 @@ import (
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
-// The e2e part of issue 9 (hardening the webhook): operations the chart's
+// Hardening the webhook, end to end: operations the chart's
 // webhook configuration does not send (UPDATE, DELETE, subresources) reach
 // the real injector through a second configuration and change nothing;
 // every input pod of Istio's conformance corpus passes the API server's own
 // validation after injection, or is refused with our named error; the
 // served endpoint refuses hostile requests and old TLS; many slow clients do
 // not stop it answering others.
-
-// corpusDir is Istio's injection corpus, beside the repository.
-const corpusDir = "../../../shared/conformance/istio-inject"
 
 // notPodCreate is the metric series of admissions the handler allows
 // unchanged because they are not the creation of a pod.
@@ -66,7 +63,7 @@ func TestUpdateOfInjectedPodIsUnchanged(t *testing.T) {
 	const selectorLabel = "remora-e2e/update-hook"
 	ns := newNamespace(t, "update", map[string]string{"istio-injection": "enabled", selectorLabel: "true"})
 	pod := mustCreatePod(t, newPod(ns, "updated"))
-	if !framework.HasProxy(pod) {
+	if !testenv.HasProxy(pod) {
 		t.Fatal("the pod was not injected on CREATE")
 	}
 	injected := pod.DeepCopy()
@@ -238,9 +235,7 @@ type corpusPod struct {
 // inputs the corpus expects to be refused.
 func corpusPods(t *testing.T) ([]corpusPod, map[string]bool) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(corpusDir, "cases.tsv")); err != nil {
-		testenv.SkipOrFail(t, "conformance corpus missing: %v", err)
-	}
+	corpusDir := testenv.Corpus(t)
 	tsv, err := os.ReadFile(filepath.Join(corpusDir, "cases.tsv"))
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +336,7 @@ func TestDryRunConformanceCorpus(t *testing.T) {
 				t.Logf("refused as expected: %v", err)
 			case err == nil:
 				accepted++
-				if framework.HasProxy(pod) {
+				if testenv.HasProxy(pod) {
 					injected++
 				}
 			case strings.Contains(err.Error(), denied) && strings.Contains(err.Error(), `annotation `+inject.AnnotationTemplates+`=`) &&

@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -48,7 +49,7 @@ func TestNamespaceSelection(t *testing.T) {
 			pod := newPod(ns, "")
 			pod.Labels, pod.Annotations = tt.podLabel, tt.podAnn
 			mustCreatePod(t, pod)
-			if got := framework.HasProxy(pod); got != tt.injected {
+			if got := testenv.HasProxy(pod); got != tt.injected {
 				t.Fatalf("injected=%v, want %v; containers %v, init containers %v",
 					got, tt.injected, names(pod.Spec.Containers), names(pod.Spec.InitContainers))
 			}
@@ -85,7 +86,7 @@ func TestDeploymentPodsAreInjected(t *testing.T) {
 	}
 	pods := waitForPods(t, ns, labels, 3, 30*time.Second)
 	for _, pod := range pods {
-		p := proxy(&pod)
+		p := testenv.ProxyContainer(&pod)
 		if p == nil {
 			t.Errorf("pod %s is not injected: %v", pod.Name, names(pod.Spec.Containers))
 			continue
@@ -139,7 +140,7 @@ func TestCronJobPodsGetNativeSidecars(t *testing.T) {
 	assertNativeSidecar(t, pod)
 	// The Job is named <cronjob>-<scheduled minute>: the engine traced the
 	// pod to the CronJob.
-	if got := envValue(proxy(pod), "ISTIO_META_WORKLOAD_NAME"); got != cronJobName {
+	if got := envValue(testenv.ProxyContainer(pod), "ISTIO_META_WORKLOAD_NAME"); got != cronJobName {
 		t.Errorf("ISTIO_META_WORKLOAD_NAME=%q, want %s", got, cronJobName)
 	}
 }
@@ -190,7 +191,7 @@ func TestDryRunIsInjected(t *testing.T) {
 	if err := createPod(t, pod, client.DryRunAll); err != nil {
 		t.Fatal(err)
 	}
-	if !framework.HasProxy(pod) {
+	if !testenv.HasProxy(pod) {
 		t.Fatalf("the dry-run pod is not injected: %v", names(pod.Spec.Containers))
 	}
 	err := env.cluster.Client.Get(t.Context(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
@@ -205,7 +206,7 @@ func TestDryRunIsInjected(t *testing.T) {
 func TestInjectedPodIsNotInjectedAgain(t *testing.T) {
 	ns := newNamespace(t, "again", enabled)
 	first := mustCreatePod(t, newPod(ns, "first"))
-	if !framework.HasProxy(first) {
+	if !testenv.HasProxy(first) {
 		t.Fatal("the first pod is not injected")
 	}
 	second := &corev1.Pod{

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -86,7 +87,7 @@ func runMain(m *testing.M) int {
 }
 
 func setUp() error {
-	repo, err := framework.RepoRoot()
+	repo, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func setUp() error {
 		built <- err
 	}()
 	env.cluster, err = framework.StartCluster(framework.ClusterOptions{
-		Assets: framework.AssetsDir(repo), Dir: env.dir, ControllerManager: true,
+		Assets: testenv.K8sBinDir(repo), Dir: env.dir, ControllerManager: true,
 	})
 	if buildErr := <-built; buildErr != nil {
 		return errors.Join(buildErr, err)
@@ -282,14 +283,6 @@ func names(cs []corev1.Container) []string {
 		out[i] = c.Name
 	}
 	return out
-}
-
-// proxy returns the istio-proxy container, wherever it was injected.
-func proxy(pod *corev1.Pod) *corev1.Container {
-	if c := container(pod.Spec.InitContainers, "istio-proxy"); c != nil {
-		return c
-	}
-	return container(pod.Spec.Containers, "istio-proxy")
 }
 
 // envValue returns the value of an environment variable of c.

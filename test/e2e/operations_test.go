@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -39,7 +40,7 @@ func proxyImage(t *testing.T, ns string) string {
 	if err := createPod(t, pod, client.DryRunAll); err != nil {
 		t.Fatalf("creating a pod: %v", err)
 	}
-	p := proxy(pod)
+	p := testenv.ProxyContainer(pod)
 	if p == nil {
 		t.Fatalf("not injected: %v", names(pod.Spec.Containers))
 	}
@@ -91,7 +92,7 @@ func TestConfigReload(t *testing.T) {
 		defer cancel()
 		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			pod := newPod(ns, "")
-			return env.cluster.Client.Create(ctx, pod, client.DryRunAll) == nil && proxy(pod) != nil && proxy(pod).Image == defaultImage, nil
+			return env.cluster.Client.Create(ctx, pod, client.DryRunAll) == nil && testenv.ProxyContainer(pod) != nil && testenv.ProxyContainer(pod).Image == defaultImage, nil
 		})
 		if err != nil {
 			t.Errorf("the default configuration did not come back: %v", err)
@@ -167,7 +168,7 @@ func TestCertificateRotation(t *testing.T) {
 				switch {
 				case err != nil:
 					failures = append(failures, err)
-				case !framework.HasProxy(pod):
+				case !testenv.HasProxy(pod):
 					failures = append(failures, fmt.Errorf("pod %s not injected", pod.Name))
 				default:
 					latencies = append(latencies, took)
@@ -567,7 +568,7 @@ func TestWebhookDown(t *testing.T) {
 		}
 		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			pod := newPod(probeNamespace, "")
-			return env.cluster.Client.Create(ctx, pod, client.DryRunAll) == nil && framework.HasProxy(pod), nil
+			return env.cluster.Client.Create(ctx, pod, client.DryRunAll) == nil && testenv.HasProxy(pod), nil
 		})
 		if err != nil {
 			t.Fatalf("injection does not work after the restart: %v", err)
@@ -581,7 +582,7 @@ func TestWebhookDown(t *testing.T) {
 	errorContains(t, err, `failed calling webhook "`+framework.NamespaceWebhookName+`"`, "connection refused")
 
 	pod := mustCreatePod(t, newPod(plainNS, ""))
-	if framework.HasProxy(pod) {
+	if testenv.HasProxy(pod) {
 		t.Error("a pod in an unlabelled namespace was injected with the webhook down")
 	}
 	optOut := newPod(enabledNS, "")

@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -57,12 +58,13 @@ type upgradeEnv struct {
 	configDir string
 	leaseNS   string
 	balancer  *framework.Balancer
-	kubelet   *framework.Kubelet
+	kubelet   *framework.FakeKubelet
 	// a is the first injector, b the standby started for the leader
 	// election step.
 	a, b *framework.Injector
-	// bugs are the known product bugs observed.
-	bugs []string
+	// failures are the failures errorAtEnd recorded, reported when the
+	// test ends.
+	failures []string
 	// top is the test the processes live as long as.
 	top *testing.T
 }
@@ -83,8 +85,8 @@ func TestUpgrade(t *testing.T) {
 	start := time.Now()
 	u := &upgradeEnv{top: t}
 	t.Cleanup(func() {
-		for _, b := range u.bugs {
-			t.Error(b)
+		for _, f := range u.failures {
+			t.Error(f)
 		}
 	})
 	var err error
@@ -102,7 +104,7 @@ func TestUpgrade(t *testing.T) {
 	t.Cleanup(func() { _ = u.balancer.Close() })
 
 	ns1 := newNamespace(t, "upgrade", revLabels)
-	u.kubelet = framework.StartKubelet(env.cluster.Client, 100*time.Millisecond, podStartTime, ns1)
+	u.kubelet = framework.StartFakeKubelet(env.cluster.Client, 100*time.Millisecond, podStartTime, ns1)
 	t.Cleanup(u.kubelet.Stop)
 	hook := framework.RevisionWebhookConfiguration(framework.WebhookOptions{
 		Name:         "remora-upgrade-e2e",
@@ -185,7 +187,7 @@ func TestUpgrade(t *testing.T) {
 		if d.Spec.Template.Annotations[annotationRestartedAt] == "" || d.Annotations[annotationRestartedFor] != h2 {
 			t.Errorf("restart patch: template annotations %v, annotations %v", d.Spec.Template.Annotations, d.Annotations)
 		}
-		if framework.HasProxy(&corev1.Pod{Spec: d.Spec.Template.Spec}) {
+		if testenv.HasProxy(&corev1.Pod{Spec: d.Spec.Template.Spec}) {
 			t.Fatal("the Deployment's template carries the sidecar: the new pods would not prove the webhook")
 		}
 		pods := waitRolledOut(t, ns1, "web", 3, h2, "example.com/proxy:v2", 60*time.Second)
@@ -211,10 +213,10 @@ func TestUpgrade(t *testing.T) {
 		t.Logf("RestartFinished: %s", waitEvent(t, ns1, "Deployment", "web", "RestartFinished", "3 of 3 injected pods up to date"))
 		// Only the controller of the revision that restarted it reports it.
 		if notes := eventNotes(t, ns1, "Deployment", "web", "RestartFinished"); len(notes) != 1 {
-			u.knownBug(t, "%d RestartFinished Events on the Deployment, want 1: %q", len(notes), notes)
+			u.errorAtEnd(t, "%d RestartFinished Events on the Deployment, want 1: %q", len(notes), notes)
 		}
 		if got := metric(t, "remora_restarts_total", map[string]string{"result": "finished"}); got != sharedFinished {
-			u.knownBug(t, "the shared injector (revision default) counted the restart of revision %s's Deployment: "+
+			u.errorAtEnd(t, "the shared injector (revision default) counted the restart of revision %s's Deployment: "+
 				"its remora_restarts_total{result=finished} went from %v to %v", upgradeRevision, sharedFinished, got)
 		}
 		out := u.status(t, ns1)
@@ -562,17 +564,17 @@ func waitRolledOut(t *testing.T, ns, name string, replicas int, hash, image stri
 		var got []string
 		for _, pod := range pods {
 			img := "not injected"
-			if p := proxy(&pod); p != nil {
+			if p := testenv.ProxyContainer(&pod); p != nil {
 				img = p.Image
 			}
-			got = append(got, fmt.Sprintf("%s %s ready=%v", img, pod.Annotations[annotationInjectionHash], framework.PodReady(&pod)))
+			got = append(got, fmt.Sprintf("%s %s ready=%v", img, pod.Annotations[annotationInjectionHash], testenv.PodReady(&pod)))
 		}
 		last = fmt.Sprintf("status %+v; pods %v", d.Status, got)
 		if !rolledOut(d) || len(pods) != replicas {
 			return false, nil
 		}
 		for _, pod := range pods {
-			if p := proxy(&pod); p == nil || p.Image != image || pod.Annotations[annotationInjectionHash] != hash {
+			if p := testenv.ProxyContainer(&pod); p == nil || p.Image != image || pod.Annotations[annotationInjectionHash] != hash {
 				return false, nil
 			}
 		}
@@ -661,13 +663,15 @@ func waitEvent(t *testing.T, ns, kind, name, reason, substring string) string {
 	return note
 }
 
-// knownBug records a product misbehaviour the test found; the test fails on
-// it at its end, after the steps that follow have run.
-func (u *upgradeEnv) knownBug(t *testing.T, format string, args ...any) {
+// errorAtEnd records a failure that does not stop the steps that follow:
+// it is logged now, and TestUpgrade fails with it when it ends, after the
+// later steps have run (a t.Error in a step would stop nothing either, but
+// would be lost among the steps' output).
+func (u *upgradeEnv) errorAtEnd(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := t.Name() + ": " + fmt.Sprintf(format, args...)
-	t.Log("BUG: " + msg)
-	u.bugs = append(u.bugs, msg)
+	t.Log("FAILED (reported when TestUpgrade ends): " + msg)
+	u.failures = append(u.failures, msg)
 }
 
 // leaseHolder returns the holder of the leader-election Lease, or "".

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -37,7 +38,7 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "how long each (server, concurrency) run lasts")
 	concurrency := flag.String("concurrency", "1,16", "comma-separated concurrency levels")
 	soak := flag.Duration("soak", 0, "after the runs, drive injector serve at the highest concurrency this long and report its RSS every 10s")
-	request := flag.String("request", "testdata/bench/admissionreview-reviews-v1.json", "the AdmissionReview to send (each gets a fresh uid)")
+	request := flag.String("request", testenv.ReviewFile, "the AdmissionReview to send (each gets a fresh uid)")
 	flag.Parse()
 	if err := run(*duration, *concurrency, *soak, *request); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)

@@ -47,6 +47,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/configwatch"
 	"github.com/remora-mesh/remora/test/e2e/framework"
@@ -75,7 +76,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.injector, "injector", "", "injector binary to measure (default: go build ./cmd/injector of this tree)")
 	fs.StringVar(&o.memoryLimit, "memory-limit", "", "run the injector in a memory cgroup with this hard limit, such as 256Mi (the chart's), and report an OOM kill (root)")
 	fs.IntVar(&o.changes, "changes", 3, "configuration changes to measure (proxy image v2, v3, ...)")
-	fs.StringVar(&o.request, "request", "testdata/bench/admissionreview-reviews-v1.json", "the AdmissionReview the admission load sends")
+	fs.StringVar(&o.request, "request", testenv.ReviewFile, "the AdmissionReview the admission load sends")
 	fs.StringVar(&o.podFile, "pod", "testdata/bench/reviews-v1-pod.yaml", "the application pod that is injected and created")
 	fs.IntVar(&o.loadClients, "load-clients", 4, "concurrent clients of the admission load")
 	fs.Float64Var(&o.loadRate, "load-rate", 100, "admissions per second the load sends, all clients together")
@@ -164,7 +165,7 @@ var errDied = errors.New("the injector exited")
 func run(ctx context.Context, o *options) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	root, err := framework.RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +214,7 @@ func run(ctx context.Context, o *options) (*result, error) {
 	}
 
 	logf("starting etcd and kube-apiserver")
-	cluster, err := framework.StartCluster(framework.ClusterOptions{Assets: framework.AssetsDir(root), Dir: tmp})
+	cluster, err := framework.StartCluster(framework.ClusterOptions{Assets: testenv.K8sBinDir(root), Dir: tmp})
 	if err != nil {
 		return nil, err
 	}

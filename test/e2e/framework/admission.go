@@ -8,7 +8,7 @@ import (
 	"net/http"
 )
 
-// referenceUID is the request uid of testdata/bench/admissionreview-reviews-v1.json.
+// referenceUID is the request uid of the reference review, testenv.ReviewFile.
 const referenceUID = `"uid":"0f9b0e3a-6a1c-4a53-9e8b-1d2f3c4b5a69"`
 
 // NewReview returns the reference AdmissionReview with a request uid of its

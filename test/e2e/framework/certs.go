@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -163,4 +164,47 @@ func WriteAtomically(dir string, files Files) error {
 		}
 	}
 	return nil
+}
+
+// ParseCerts returns the certificates of a PEM bundle.
+func ParseCerts(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return certs, nil
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing a certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+}
+
+// LeafOf returns the first certificate of a PEM bundle: the leaf of a
+// tls.crt.
+func LeafOf(data []byte) (*x509.Certificate, error) {
+	certs, err := ParseCerts(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("no certificate in %d bytes of PEM", len(data))
+	}
+	return certs[0], nil
+}
+
+// ServedSerial dials addr (host:port) over TLS as the API server calls a
+// webhook (ServerName serverName, verified against roots) and returns the
+// serial number of the certificate presented.
+func ServedSerial(addr, serverName string, roots *x509.CertPool) (string, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+		&tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = conn.Close() }()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
 }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +16,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // ClusterOptions configure StartCluster.
@@ -46,32 +46,9 @@ type Cluster struct {
 	// AdminKubeconfig is the path of an admin kubeconfig file.
 	AdminKubeconfig string
 	// ControllerManager is the kube-controller-manager process, if started.
-	ControllerManager *Process
+	ControllerManager *testenv.Process
 
 	opts ClusterOptions
-}
-
-// AssetsDir returns the control-plane binaries directory: KUBEBUILDER_ASSETS,
-// else bin/k8s of the repository.
-func AssetsDir(repoRoot string) string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	return filepath.Join(repoRoot, "bin", "k8s")
-}
-
-// RepoRoot returns the root of the Go module in or above the working
-// directory.
-func RepoRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // StartCluster starts etcd and kube-apiserver, writes an admin kubeconfig
@@ -141,7 +118,7 @@ func (c *Cluster) startControllerManager() error {
 	if err != nil {
 		return err
 	}
-	c.ControllerManager, err = StartProcess("kube-controller-manager", filepath.Join(c.opts.Dir, "kube-controller-manager.log"),
+	c.ControllerManager, err = testenv.StartProcess("kube-controller-manager", filepath.Join(c.opts.Dir, "kube-controller-manager.log"),
 		filepath.Join(c.opts.Assets, "kube-controller-manager"),
 		"--kubeconfig="+kubeconfig, "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0",
 		"--controllers=*,-serviceaccount-token")
@@ -165,13 +142,13 @@ func (c *Cluster) startControllerManager() error {
 	return nil
 }
 
-// CreateNamespace creates a namespace with labels, and its "default"
-// ServiceAccount at once rather than waiting for kube-controller-manager to,
-// so that pods can be created in it straight away.
+// CreateNamespace creates a namespace with labels (testenv.EnsureNamespace),
+// and its "default" ServiceAccount at once rather than waiting for
+// kube-controller-manager to, so that pods can be created in it straight
+// away.
 func (c *Cluster) CreateNamespace(ctx context.Context, name string, labels map[string]string) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	if err := c.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating namespace %s: %w", name, err)
+	if err := testenv.EnsureNamespace(ctx, c.Client, name, labels); err != nil {
+		return err
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
 	if err := c.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {

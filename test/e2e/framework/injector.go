@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // BuildInjector builds the injector binary from the repository into dir.
@@ -75,7 +77,7 @@ type InjectorOptions struct {
 
 // Injector is a running "injector serve" process.
 type Injector struct {
-	*Process
+	*testenv.Process
 	// Opts are the options it was started with, ports filled in.
 	Opts InjectorOptions
 }
@@ -130,7 +132,7 @@ func LaunchInjector(opts InjectorOptions) (*Injector, error) {
 		path = opts.Wrapper[0]
 		args = append(append(append([]string{}, opts.Wrapper[1:]...), opts.Binary), args...)
 	}
-	p, err := StartProcess("injector", opts.LogPath, path, args...)
+	p, err := testenv.StartProcess("injector", opts.LogPath, path, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -228,13 +230,11 @@ func (i *Injector) MetricsAs(ctx context.Context, token string) (int, string, er
 // ServingCertSerial dials the webhook port and returns the serial number of
 // the certificate it presents, verified against roots.
 func (i *Injector) ServingCertSerial(roots *x509.CertPool) (string, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp",
-		fmt.Sprintf("127.0.0.1:%d", i.Opts.Port), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	serial, err := ServedSerial(fmt.Sprintf("127.0.0.1:%d", i.Opts.Port), "127.0.0.1", roots)
 	if err != nil {
 		return "", fmt.Errorf("TLS dial of the webhook: %w", err)
 	}
-	defer func() { _ = conn.Close() }()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
+	return serial, nil
 }
 
 func get(ctx context.Context, url string) (int, string, error) {

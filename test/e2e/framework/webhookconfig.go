@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // Names of the two webhooks, as the Helm chart names them.
@@ -106,7 +108,7 @@ func (c *Cluster) InstallWebhook(ctx context.Context, cfg *admissionregistration
 		if last = c.Client.Create(ctx, pod, client.DryRunAll); last != nil {
 			return false, nil // the webhook may not be reachable yet: retry
 		}
-		if !HasProxy(pod) {
+		if !testenv.HasProxy(pod) {
 			last = fmt.Errorf("the probe pod was not injected (containers %d, init containers %d)", len(pod.Spec.Containers), len(pod.Spec.InitContainers))
 			return false, nil
 		}
@@ -118,19 +120,28 @@ func (c *Cluster) InstallWebhook(ctx context.Context, cfg *admissionregistration
 	return nil
 }
 
+// RevisionWebhookConfiguration returns the webhook the Helm chart installs
+// for namespaces of a non-default revision: istio.io/rev=<revision> without
+// an istio-injection label, the system namespaces and the injector's own
+// excluded, pods labelled sidecar.istio.io/inject=false skipped. o's
+// RevisionURL is its clientConfig URL; NamespaceURL is not used.
+func RevisionWebhookConfiguration(o WebhookOptions, revision string) *admissionregistrationv1.MutatingWebhookConfiguration {
+	cfg := WebhookConfiguration(o)
+	i := slices.IndexFunc(cfg.Webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return w.Name == RevisionWebhookName })
+	hook := cfg.Webhooks[i]
+	for j, req := range hook.NamespaceSelector.MatchExpressions {
+		if req.Key == "istio.io/rev" {
+			hook.NamespaceSelector.MatchExpressions[j].Values = []string{revision}
+		}
+	}
+	cfg.Webhooks = []admissionregistrationv1.MutatingWebhook{hook}
+	return cfg
+}
+
 // ProbePod returns a minimal pod to create in namespace.
 func ProbePod(namespace string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Namespace: namespace},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
 	}
-}
-
-// HasProxy reports whether pod carries the istio-proxy container, as a
-// regular or a native sidecar.
-func HasProxy(pod *corev1.Pod) bool {
-	has := func(cs []corev1.Container) bool {
-		return slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == "istio-proxy" })
-	}
-	return has(pod.Spec.Containers) || has(pod.Spec.InitContainers)
 }

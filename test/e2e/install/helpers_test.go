@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -34,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
@@ -86,18 +85,6 @@ func appPod(ns, name string) *corev1.Pod {
 	}
 }
 
-// proxyContainer returns the istio-proxy container, native or classic.
-func proxyContainer(pod *corev1.Pod) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			if cs[i].Name == "istio-proxy" {
-				return &cs[i]
-			}
-		}
-	}
-	return nil
-}
-
 // --- admissions under load
 
 // admission is the outcome of one pod creation.
@@ -142,7 +129,7 @@ func startLoad(ctx context.Context, c client.Client, ns string) *load {
 			err := c.Create(reqCtx, pod)
 			cancelReq()
 			l.mu.Lock()
-			l.all = append(l.all, admission{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && framework.HasProxy(pod)})
+			l.all = append(l.all, admission{at: began, took: time.Since(began), name: pod.Name, err: err, injected: err == nil && testenv.HasProxy(pod)})
 			l.mu.Unlock()
 		}
 	}()
@@ -229,34 +216,6 @@ func serviceDNSName(mwc *admissionregistrationv1.MutatingWebhookConfiguration) (
 	return ref.Name + "." + ref.Namespace + ".svc", nil
 }
 
-// parseCerts returns the certificates of a PEM bundle.
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return certs, nil
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing a certificate: %w", err)
-		}
-		certs = append(certs, c)
-	}
-}
-
-func leafOf(data []byte) (*x509.Certificate, error) {
-	certs, err := parseCerts(data)
-	if err != nil {
-		return nil, err
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("no certificate in %d bytes of PEM", len(data))
-	}
-	return certs[0], nil
-}
-
 // servedSerial dials a replica's webhook port as the API server does (ServerName the Service's
 // DNS name, roots the caBundle) and returns the serial of the certificate it presents.
 func servedSerial(podIP, dnsName string, caBundle []byte) (string, error) {
@@ -264,13 +223,7 @@ func servedSerial(podIP, dnsName string, caBundle []byte) (string, error) {
 	if !roots.AppendCertsFromPEM(caBundle) {
 		return "", fmt.Errorf("the caBundle holds no certificate")
 	}
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort(podIP, "9443"),
-		&tls.Config{RootCAs: roots, ServerName: dnsName, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = conn.Close() }()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String(), nil
+	return framework.ServedSerial(net.JoinHostPort(podIP, "9443"), dnsName, roots)
 }
 
 // waitServed waits until every running injector pod serves the certificate with serial want,

@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
@@ -103,7 +104,7 @@ func stepInstall(t *testing.T, certManager bool, firstNS string) {
 		return true, "", nil
 	}))
 	admitted := time.Since(t0)
-	if !framework.HasProxy(pod) {
+	if !testenv.HasProxy(pod) {
 		t.Fatalf("the first pod admitted after the install was not injected: init containers %d, containers %d", len(pod.Spec.InitContainers), len(pod.Spec.Containers))
 	}
 	if _, err := c.WaitPodReady(ctx, firstNS, pod.Name, 3*time.Minute); err != nil {
@@ -128,7 +129,7 @@ func stepInstall(t *testing.T, certManager bool, firstNS string) {
 		t.Fatalf("%d injector pods, want 2", len(pods))
 	}
 	for _, p := range pods {
-		if framework.HasProxy(&p) {
+		if testenv.HasProxy(&p) {
 			t.Errorf("injector pod %s was injected", p.Name)
 		}
 		if img := p.Spec.Containers[0].Image; img != node.InjectorImage {
@@ -195,7 +196,7 @@ func stepInstall(t *testing.T, certManager bool, firstNS string) {
 		}
 		wantBundle = secret.Data["ca-bundle.crt"]
 	}
-	leaf, err := leafOf(secret.Data[corev1.TLSCertKey])
+	leaf, err := framework.LeafOf(secret.Data[corev1.TLSCertKey])
 	must(t, err)
 	if !slices.Contains(leaf.DNSNames, dnsName) {
 		t.Errorf("serving certificate names %v, not %s", leaf.DNSNames, dnsName)
@@ -240,7 +241,7 @@ func stepApps(t *testing.T, ns string) {
 			return false, fmt.Sprintf("%d pods, %v", len(pods), err), nil
 		}
 		for _, p := range pods {
-			if p.Status.Phase != corev1.PodRunning || !node.PodReady(&p) {
+			if p.Status.Phase != corev1.PodRunning || !testenv.PodReady(&p) {
 				return false, p.Name + ": " + string(p.Status.Phase) + " " + node.DescribeStatus(&p), nil
 			}
 		}
@@ -249,7 +250,7 @@ func stepApps(t *testing.T, ns string) {
 	pods, err := podsOf(ctx, map[string]string{"app": "reviews"})
 	must(t, err)
 	for _, p := range pods {
-		px := proxyContainer(&p)
+		px := testenv.ProxyContainer(&p)
 		if px == nil || px.Image != node.ProxyImage {
 			t.Errorf("pod %s: istio-proxy %+v, want the proxy %s", p.Name, px, node.ProxyImage)
 		}
@@ -280,7 +281,7 @@ func stepApps(t *testing.T, ns string) {
 	}))
 	jobPods, err := podsOf(ctx, map[string]string{"job-name": "erase-now"})
 	must(t, err)
-	if len(jobPods) == 0 || !slices.ContainsFunc(jobPods, func(p corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded && framework.HasProxy(&p) }) {
+	if len(jobPods) == 0 || !slices.ContainsFunc(jobPods, func(p corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded && testenv.HasProxy(&p) }) {
 		t.Errorf("Job erase-now has no Succeeded pod with the sidecar: %d pods", len(jobPods))
 	}
 
@@ -288,7 +289,7 @@ func stepApps(t *testing.T, ns string) {
 	opted := appPod(ns, "opted-out")
 	opted.Labels = map[string]string{annotationInject: "false"}
 	must(t, c.Client.Create(ctx, opted))
-	if framework.HasProxy(opted) || len(opted.Spec.InitContainers) != 0 {
+	if testenv.HasProxy(opted) || len(opted.Spec.InitContainers) != 0 {
 		t.Errorf("opted-out pod was injected: init containers %d, containers %d", len(opted.Spec.InitContainers), len(opted.Spec.Containers))
 	}
 	if _, err := c.WaitPodReady(ctx, ns, opted.Name, 2*time.Minute); err != nil {
@@ -301,7 +302,7 @@ func stepApps(t *testing.T, ns string) {
 	err = c.Client.Create(ctx, bad)
 	switch {
 	case err == nil:
-		t.Errorf("pod with includeInboundPorts=\"80,,x\" was created (injected: %v)", framework.HasProxy(bad))
+		t.Errorf("pod with includeInboundPorts=\"80,,x\" was created (injected: %v)", testenv.HasProxy(bad))
 	case !strings.Contains(err.Error(), "denied the request") || !strings.Contains(err.Error(), "traffic.sidecar.istio.io/includeInboundPorts") || !strings.Contains(err.Error(), "80,,x"):
 		t.Errorf("refusal does not come from the webhook naming the annotation and its value: %v", err)
 	default:
@@ -348,14 +349,14 @@ func stepUpgrade(t *testing.T) {
 		var states []string
 		done := len(pods.Items) == int(*dep.Spec.Replicas)
 		for _, p := range pods.Items {
-			px := proxyContainer(&p)
+			px := testenv.ProxyContainer(&p)
 			img := ""
 			if px != nil {
 				img = px.Image
 			}
-			ok := img == newProxy && node.PodReady(&p) && p.DeletionTimestamp == nil
+			ok := img == newProxy && testenv.PodReady(&p) && p.DeletionTimestamp == nil
 			done = done && ok
-			states = append(states, fmt.Sprintf("%s %s ready=%v", p.Name, img, node.PodReady(&p)))
+			states = append(states, fmt.Sprintf("%s %s ready=%v", p.Name, img, testenv.PodReady(&p)))
 		}
 		return done, strings.Join(states, "; "), nil
 	}))
@@ -471,7 +472,7 @@ func stepFailover(t *testing.T) {
 			if p.Name == leader {
 				return false, leader + " still there", nil
 			}
-			if node.PodReady(&p) {
+			if testenv.PodReady(&p) {
 				ready++
 			}
 		}
@@ -511,7 +512,7 @@ func stepRenewal(t *testing.T) {
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: secretName}, &s); err != nil {
 			return "", err
 		}
-		leaf, err := leafOf(s.Data[corev1.TLSCertKey])
+		leaf, err := framework.LeafOf(s.Data[corev1.TLSCertKey])
 		if err != nil {
 			return "", err
 		}
@@ -635,7 +636,7 @@ func stepUninstall(t *testing.T, certManager bool, appNS string) {
 	}))
 	after := appPod(appNS, "after-uninstall")
 	must(t, c.Client.Create(ctx, after))
-	if framework.HasProxy(after) || framework.HasProxy(dry) || after.Annotations["sidecar.istio.io/status"] != "" {
+	if testenv.HasProxy(after) || testenv.HasProxy(dry) || after.Annotations["sidecar.istio.io/status"] != "" {
 		t.Errorf("a pod created after the uninstall in %s (labelled istio-injection=enabled) was injected", appNS)
 	}
 

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/remora-mesh/remora/test/e2e/framework"
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
 
@@ -44,7 +44,7 @@ var suite struct {
 	dir         string // our files, inside the node's run directory
 	values      string // the chart values every install and upgrade uses
 	artifacts   string
-	procs       []*framework.Process // cert-manager's controller and CA injector
+	procs       []*testenv.Process // cert-manager's controller and CA injector
 }
 
 func logf(format string, args ...any) {
@@ -77,7 +77,7 @@ func runTests(m *testing.M) int {
 	// Start builds the images too: a cold build of the injector on a loaded 2-core machine
 	// takes minutes.
 	opts := node.Options{Logf: logf, APIServerOnNodeIP: true, Timeout: 15 * time.Minute}
-	root, err := node.RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		suite.err = err
 		return m.Run()
@@ -183,7 +183,7 @@ func setUp(opts node.Options) error {
 		return err
 	}
 	for _, role := range []string{"controller", "cainjector"} {
-		p, err := framework.StartProcess("cert-manager-"+role, filepath.Join(suite.dir, "cert-manager-"+role+".log"),
+		p, err := testenv.StartProcess("cert-manager-"+role, filepath.Join(suite.dir, "cert-manager-"+role+".log"),
 			suite.certManager, role, "--kubeconfig="+c.Kubeconfig)
 		if err != nil {
 			return err

@@ -6,7 +6,7 @@
 //
 // Start brings up, under one directory of its own:
 //   - the test images, built from this module and written as OCI tarballs
-//     with hack/mkimage/ociimage (no registry): the init image with our
+//     with internal/ociimage (no registry): the init image with our
 //     injector and the host's iptables, the stand-in proxy
 //     (test/images/pilot-agent), the test application (test/images/testapp)
 //     and the pod sandbox (test/images/pause);

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/remora-mesh/remora/hack/mkimage/ociimage"
+	"github.com/remora-mesh/remora/internal/ociimage"
 )
 
 // goTool returns the go command: the one in PATH, else $GOROOT/bin/go.

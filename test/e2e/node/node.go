@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/remora-mesh/remora/hack/mkimage/ociimage"
+	"github.com/remora-mesh/remora/internal/ociimage"
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // References of the test images Start builds and imports. Pods use them with
@@ -124,17 +124,14 @@ func (o *Options) setDefaults() error {
 		o.BaseDir = DefaultBaseDir
 	}
 	if o.RepoRoot == "" {
-		root, err := RepoRoot()
+		root, err := testenv.RepoRoot()
 		if err != nil {
 			return err
 		}
 		o.RepoRoot = root
 	}
 	if o.K8sBinDir == "" {
-		o.K8sBinDir = os.Getenv("KUBEBUILDER_ASSETS")
-	}
-	if o.K8sBinDir == "" {
-		o.K8sBinDir = filepath.Join(o.RepoRoot, "bin", "k8s")
+		o.K8sBinDir = testenv.K8sBinDir(o.RepoRoot)
 	}
 	if o.CNIBinDir == "" {
 		o.CNIBinDir = "/usr/lib/cni"
@@ -240,7 +237,7 @@ type Cluster struct {
 	state      *runState
 	lock       *os.File
 	socket     string
-	procs      map[string]*proc
+	procs      map[string]*testenv.Process
 	procsMu    sync.Mutex
 	stopOnce   sync.Once
 	stopErr    error
@@ -276,7 +273,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c := &Cluster{
 		Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig"), NodeName: nodeIP.String(), NodeIP: nodeIP,
 		Subnet: opts.Subnet, Bridge: opts.Bridge, BinDir: filepath.Join(dir, "bin"), K8sBinDir: opts.K8sBinDir,
-		opts: opts, lock: lock, socket: filepath.Join(dir, "run", "containerd.sock"), procs: map[string]*proc{},
+		opts: opts, lock: lock, socket: filepath.Join(dir, "run", "containerd.sock"), procs: map[string]*testenv.Process{},
 	}
 	defer func() {
 		if err != nil {
@@ -498,24 +495,4 @@ func (c *Cluster) newClients(cfg *rest.Config) error {
 	}
 	c.Config, c.Client, c.Clientset = cfg, cl, cs
 	return nil
-}
-
-// RepoRoot returns the root of the remora module at or above the working
-// directory.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod")) //nolint:gosec // G304: go.mod above the working directory
-		if err == nil && strings.Contains(string(b), "module github.com/remora-mesh/remora\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the github.com/remora-mesh/remora module")
-		}
-		dir = parent
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
 
@@ -206,7 +207,7 @@ func TestSidecarPodOnRealNode(t *testing.T) {
 			t.Fatalf("POST /fail: %d %v %s", code, err, body)
 		}
 		if _, err := c.WaitForPod(ctx, ns, pod.Name, 30*time.Second, func(p *corev1.Pod) (bool, error) {
-			return !node.PodReady(p), nil
+			return !testenv.PodReady(p), nil
 		}); err != nil {
 			t.Fatalf("pod still Ready after the app's health failed: %v", err)
 		}

@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // Ports of the stand-in proxy (Istio's defaults).
@@ -36,16 +38,8 @@ const (
 // publishes it; the stand-in proxy does not read it, but the kubelet will
 // not start a pod whose ConfigMap volume is missing).
 func (c *Cluster) CreateNamespace(ctx context.Context, name string, labels map[string]string) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if _, err := controllerutilCreateOrUpdate(ctx, c.Client, ns, func() {
-		if ns.Labels == nil {
-			ns.Labels = map[string]string{}
-		}
-		for k, v := range labels {
-			ns.Labels[k] = v
-		}
-	}); err != nil {
-		return fmt.Errorf("namespace %s: %w", name, err)
+	if err := testenv.EnsureNamespace(ctx, c.Client, name, labels); err != nil {
+		return err
 	}
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "istio-ca-root-cert"},
@@ -60,21 +54,6 @@ func (c *Cluster) CreateNamespace(ctx context.Context, name string, labels map[s
 		return fmt.Errorf("default ServiceAccount in %s: %w", name, err)
 	}
 	return nil
-}
-
-// controllerutilCreateOrUpdate gets obj, applies mutate, and creates or
-// updates it.
-func controllerutilCreateOrUpdate(ctx context.Context, cl client.Client, obj client.Object, mutate func()) (bool, error) {
-	err := cl.Get(ctx, client.ObjectKeyFromObject(obj), obj)
-	if apierrors.IsNotFound(err) {
-		mutate()
-		return true, cl.Create(ctx, obj)
-	}
-	if err != nil {
-		return false, err
-	}
-	mutate()
-	return false, cl.Update(ctx, obj)
 }
 
 // WaitForPod polls the pod until cond is true, cond fails, or the timeout
@@ -110,18 +89,8 @@ func (c *Cluster) WaitPodReady(ctx context.Context, namespace, name string, time
 				return false, fmt.Errorf("container %s: %s: %s", s.Name, w.Reason, w.Message)
 			}
 		}
-		return PodReady(p), nil
+		return testenv.PodReady(p), nil
 	})
-}
-
-// PodReady reports whether the pod's Ready condition is true.
-func PodReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // DescribeStatus summarises the states of a pod's containers, for error

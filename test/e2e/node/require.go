@@ -108,7 +108,7 @@ func StartForTest(t testing.TB, opts Options) *Cluster {
 		opts.Logf = t.Logf
 	}
 	if opts.ArtifactsDir == "" {
-		if root, err := RepoRoot(); err == nil {
+		if root, err := testenv.RepoRoot(); err == nil {
 			opts.ArtifactsDir = filepath.Join(root, "test", "e2e", "_artifacts", "node", unsafeName.ReplaceAllString(t.Name(), "_"))
 		}
 	}

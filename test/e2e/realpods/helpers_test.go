@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
 
@@ -199,7 +200,7 @@ func waitPods(ctx context.Context, ns, app string, n int, timeout time.Duration,
 				return false, err
 			}
 			pods = append(pods, p)
-			if node.PodReady(&p) {
+			if testenv.PodReady(&p) {
 				ready++
 			}
 			states = append(states, p.Name+": "+node.DescribeStatus(&p))
@@ -274,7 +275,7 @@ func requireInjected(t *testing.T, pod *corev1.Pod, native bool) {
 	if got := pod.Spec.InitContainers[0].Image; got != node.InjectorImage {
 		t.Errorf("pod %s: istio-init image %s, want %s", pod.Name, got, node.InjectorImage)
 	}
-	p := proxyContainer(pod)
+	p := testenv.ProxyContainer(pod)
 	if p == nil {
 		t.Fatalf("pod %s has no istio-proxy", pod.Name)
 	}
@@ -356,7 +357,7 @@ func startMySQL(t *testing.T, ns string) *corev1.Pod {
 	}
 	create(t, pod)
 	pod = waitReady(t, ns, pod.Name)
-	if proxyContainer(pod) != nil {
+	if testenv.ProxyContainer(pod) != nil {
 		t.Fatalf("the MySQL stand-in was injected: %v", containerNames(pod.Spec.InitContainers))
 	}
 	return pod

@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/remora-mesh/remora/test/e2e/node"
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // latencyReplicas is how many pods each measurement starts at once.
@@ -93,7 +93,7 @@ func measureStart(t *testing.T, ns string, inject bool, annotations map[string]s
 			if _, ok := seen[pod.Name]; !ok {
 				seen[pod.Name] = now
 			}
-			if _, ok := ready[pod.Name]; !ok && node.PodReady(pod) {
+			if _, ok := ready[pod.Name]; !ok && testenv.PodReady(pod) {
 				ready[pod.Name] = now
 			}
 			mu.Unlock()
@@ -134,7 +134,7 @@ func measureStart(t *testing.T, ns string, inject bool, annotations map[string]s
 	}
 	for i := range pods {
 		p := &pods[i]
-		if injected := proxyContainer(p) != nil; injected != inject {
+		if injected := testenv.ProxyContainer(p) != nil; injected != inject {
 			t.Fatalf("pod %s injected=%v, want %v", p.Name, injected, inject)
 		}
 		for _, cond := range p.Status.Conditions {

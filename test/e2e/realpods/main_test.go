@@ -11,12 +11,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/remora-mesh/remora/hack/mkimage/ociimage"
+	"github.com/remora-mesh/remora/internal/ociimage"
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 	"github.com/remora-mesh/remora/test/e2e/node"
@@ -78,7 +77,7 @@ func runTests(m *testing.M) int {
 		return m.Run()
 	}
 	opts := node.Options{Logf: logf}
-	if root, err := node.RepoRoot(); err == nil {
+	if root, err := testenv.RepoRoot(); err == nil {
 		suite.artifacts = filepath.Join(root, "test", "e2e", "_artifacts", "realpods")
 		opts.ArtifactsDir = suite.artifacts
 	}
@@ -113,7 +112,7 @@ func runOnNode(m *testing.M, opts node.Options) int {
 func setUp(opts node.Options) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	root, err := node.RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -271,7 +270,7 @@ func waitServing(ctx context.Context, proxyImage string) (string, error) {
 			last = err.Error()
 			return false, nil
 		}
-		p := proxyContainer(pod)
+		p := testenv.ProxyContainer(pod)
 		if p == nil {
 			last = "not injected"
 			return false, nil
@@ -284,16 +283,4 @@ func waitServing(ctx context.Context, proxyImage string) (string, error) {
 		return "", fmt.Errorf("the webhook does not inject %s: %w (last: %s)", proxyImage, err, last)
 	}
 	return hash, nil
-}
-
-// proxyContainer returns the istio-proxy container, native or classic.
-func proxyContainer(pod *corev1.Pod) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			if cs[i].Name == "istio-proxy" {
-				return &cs[i]
-			}
-		}
-	}
-	return nil
 }

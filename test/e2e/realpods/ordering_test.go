@@ -6,6 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // readyDelay is how long the stand-in proxy reports not-ready after it
@@ -52,7 +54,7 @@ func TestStartOrder(t *testing.T) {
 					t.Errorf("containers %v: want istio-proxy at position %d", names, want)
 				}
 			}
-			proxy := proxyContainer(pod)
+			proxy := testenv.ProxyContainer(pod)
 			if got := envValue(proxy, "READY_DELAY"); got != readyDelay.String() {
 				t.Fatalf("istio-proxy READY_DELAY=%q, want %s from proxyMetadata", got, readyDelay)
 			}

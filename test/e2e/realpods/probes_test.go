@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
 
@@ -65,7 +66,7 @@ func TestRewrittenProbes(t *testing.T) {
 				}
 			}
 			var probers map[string]map[string]json.RawMessage
-			if err := json.Unmarshal([]byte(envValue(proxyContainer(pod), "ISTIO_KUBE_APP_PROBERS")), &probers); err != nil {
+			if err := json.Unmarshal([]byte(envValue(testenv.ProxyContainer(pod), "ISTIO_KUBE_APP_PROBERS")), &probers); err != nil {
 				t.Fatalf("ISTIO_KUBE_APP_PROBERS: %v", err)
 			}
 			for suffix, kind := range tc.kinds {
@@ -81,7 +82,7 @@ func TestRewrittenProbes(t *testing.T) {
 
 			failed := time.Now()
 			get(t, http.MethodPost, ip, appHTTPPort, "/fail")
-			if _, err := c.WaitForPod(ctx, ns, tc.name, 30*time.Second, func(p *corev1.Pod) (bool, error) { return !node.PodReady(p), nil }); err != nil {
+			if _, err := c.WaitForPod(ctx, ns, tc.name, 30*time.Second, func(p *corev1.Pod) (bool, error) { return !testenv.PodReady(p), nil }); err != nil {
 				t.Fatalf("pod still Ready after the app's %s readiness check failed: %v", tc.kinds["readyz"], err)
 			}
 			notReady := time.Since(failed)

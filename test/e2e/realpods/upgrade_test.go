@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/node"
 )
 
@@ -71,7 +72,7 @@ func TestUpgradeRestart(t *testing.T) {
 	var oldNames []string
 	for i := range old {
 		requireInjected(t, &old[i], true)
-		if img := proxyContainer(&old[i]).Image; img != node.ProxyImage || old[i].Annotations[annotationHash] != oldHash {
+		if img := testenv.ProxyContainer(&old[i]).Image; img != node.ProxyImage || old[i].Annotations[annotationHash] != oldHash {
 			t.Fatalf("pod %s: proxy %s, hash %s; want %s, %s", old[i].Name, img, old[i].Annotations[annotationHash], node.ProxyImage, oldHash)
 		}
 		oldImageIDs[status(&old[i], "istio-proxy").ImageID] = true
@@ -93,7 +94,7 @@ func TestUpgradeRestart(t *testing.T) {
 	samples := sampleDeployment(ctx, ns, "api")
 	pods, err := waitPods(ctx, ns, "api", replicas, 4*time.Minute, func(pods []corev1.Pod) bool {
 		for i := range pods {
-			if proxyContainer(&pods[i]).Image != proxyImageV2 {
+			if testenv.ProxyContainer(&pods[i]).Image != proxyImageV2 {
 				return false
 			}
 		}
@@ -152,7 +153,7 @@ func TestUpgradeRestart(t *testing.T) {
 	}
 	var still corev1.Pod
 	if err := c.Client.Get(ctx, client.ObjectKeyFromObject(&bystander[0]), &still); err != nil || still.UID != bystander[0].UID ||
-		proxyContainer(&still).Image != node.ProxyImage {
+		testenv.ProxyContainer(&still).Image != node.ProxyImage {
 		t.Errorf("the bystander's pod %s changed: %v", bystander[0].Name, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
@@ -42,7 +43,7 @@ func (h *floorHandler) Handle(_ context.Context, req admission.Request) admissio
 func main() {
 	port := flag.Int("port", 9444, "HTTPS port")
 	certDir := flag.String("cert-dir", "", "directory with tls.crt and tls.key")
-	request := flag.String("request", "testdata/bench/admissionreview-reviews-v1.json", "the AdmissionReview whose real patch is precomputed")
+	request := flag.String("request", testenv.ReviewFile, "the AdmissionReview whose real patch is precomputed")
 	flag.Parse()
 	if err := run(*port, *certDir, *request); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)

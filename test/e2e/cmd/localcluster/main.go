@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 
@@ -47,7 +48,7 @@ func main() {
 }
 
 func run(ctx context.Context, dir, examples, namespace string, out io.Writer) (err error) {
-	repo, err := framework.RepoRoot()
+	repo, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func run(ctx context.Context, dir, examples, namespace string, out io.Writer) (e
 	if err != nil {
 		return err
 	}
-	assets := framework.AssetsDir(repo)
+	assets := testenv.K8sBinDir(repo)
 	cluster, err := framework.StartCluster(framework.ClusterOptions{
 		Assets: assets, Dir: dir, ControllerManager: true,
 		AdminKubeconfig: filepath.Join(dir, "kubeconfig"),

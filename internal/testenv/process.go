@@ -1,10 +1,4 @@
-// Package framework is Remora's end-to-end harness: a real control plane
-// (etcd and kube-apiserver through controller-runtime's envtest, plus
-// kube-controller-manager so that workloads create pods), the injector built
-// from source and run as a separate process with certificates made here, and
-// the MutatingWebhookConfiguration the Helm chart installs, pointed at it.
-// The e2e tests and the local-cluster command both use it.
-package framework
+package testenv
 
 import (
 	"errors"
@@ -17,8 +11,10 @@ import (
 	"time"
 )
 
-// Process is a child process run in its own process group, so that stopping
-// it also stops anything it started.
+// Process is a child process run in its own process group, so that a signal
+// (Signal, Stop) reaches anything it started too. On Linux it also gets
+// SIGKILL if the test binary dies without stopping it (a panic or a test
+// timeout).
 type Process struct {
 	// Name identifies the process in errors.
 	Name string
@@ -30,20 +26,48 @@ type Process struct {
 	err  error
 }
 
+// Command describes a process to start.
+type Command struct {
+	// Name identifies the process in errors.
+	Name string
+	// LogPath is the file its stdout and stderr are appended to; its
+	// directory is created if missing.
+	LogPath string
+	// Path is the executable; Args its arguments.
+	Path string
+	Args []string
+	// Dir is the working directory (default: the test's).
+	Dir string
+	// Env is added to the test's environment.
+	Env []string
+}
+
 // StartProcess starts path with args, its output appended to logPath.
 func StartProcess(name, logPath, path string, args ...string) (*Process, error) {
-	logFile, err := os.OpenFile(filepath.Clean(logPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening the log of %s: %w", name, err)
+	return Command{Name: name, LogPath: logPath, Path: path, Args: args}.Start()
+}
+
+// Start starts the command in a process group of its own.
+func (c Command) Start() (*Process, error) {
+	if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o750); err != nil {
+		return nil, fmt.Errorf("the log directory of %s: %w", c.Name, err)
 	}
-	cmd := exec.Command(path, args...) //nolint:gosec // running the binaries it is given is the harness's job
+	logFile, err := os.OpenFile(filepath.Clean(c.LogPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the log of %s: %w", c.Name, err)
+	}
+	cmd := exec.Command(c.Path, c.Args...) //nolint:gosec // running the binaries it is given is the harness's job
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Dir = c.Dir
+	if len(c.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+		return nil, fmt.Errorf("starting %s: %w", c.Name, err)
 	}
-	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{Name: c.Name, LogPath: c.LogPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		_ = logFile.Close()
@@ -57,6 +81,12 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Running reports whether the process has not exited yet.
+func (p *Process) Running() bool {
+	exited, _ := p.Exited()
+	return !exited
+}
 
 // Exited reports whether the process has exited, and its error if so.
 func (p *Process) Exited() (bool, error) {

@@ -1,11 +1,10 @@
-package inject_test
+package webhook_test
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
@@ -35,7 +35,8 @@ import (
 	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
-// The property: for every golden input (cmd/injector/testdata) and every
+// The property: for every golden input (the engine's, pkg/inject/testdata/golden, and
+// the CLI's, cmd/injector/testdata) and every
 // input of Istio's conformance corpus, under the settings of each of its
 // cases, applying the webhook's JSON patch (from the real handler behind
 // the guard, given an AdmissionReview built from the pod) to the request's
@@ -43,12 +44,17 @@ import (
 // changes nothing. Pods the engine skips or refuses get the same answer from
 // the webhook, without a patch.
 
-const (
-	goldenDir = "../../cmd/injector/testdata"
-	// corpusDir is the shared conformance corpus, beside the repository.
-	corpusDir    = "../../../shared/conformance/istio-inject"
-	ownNamespace = "remora-system"
-)
+const ownNamespace = "remora-system"
+
+// goldenDirs hold the golden inputs: the engine's and the CLI's.
+var goldenDirs = []string{"../inject/testdata/golden", "../../cmd/injector/testdata"}
+
+// corpusDir is the shared conformance corpus, beside the repository ("" if
+// the repository's root cannot be found: the corpus is then missing).
+var corpusDir = func() string {
+	dir, _ := testenv.CorpusDir()
+	return dir
+}()
 
 // enabledEverywhere labels every namespace for injection, so that the
 // engine's policy, not the namespace, decides.
@@ -111,12 +117,16 @@ func podsOf(t *testing.T, file string) ([]*corev1.Pod, [][]byte) {
 	return pods, raws
 }
 
-// goldenInputs are the CLI's golden inputs, with native sidecars on and off.
+// goldenInputs are the golden inputs, with native sidecars on and off.
 func goldenInputs(t *testing.T) []propertyInput {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(goldenDir, "*.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	var files []string
+	for _, dir := range goldenDirs {
+		m, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
 	}
 	var out []propertyInput
 	for _, f := range files {
@@ -127,14 +137,14 @@ func goldenInputs(t *testing.T) []propertyInput {
 		for _, native := range []bool{true, false} {
 			for i, p := range pods {
 				out = append(out, propertyInput{
-					name: fmt.Sprintf("golden/%s#%d/native=%v", filepath.Base(f), i, native),
-					pod:  p, raw: raws[i], cfg: inject.NativeConfig(native), native: native,
+					name: fmt.Sprintf("golden/%s#%d/native=%v", f, i, native),
+					pod:  p, raw: raws[i], cfg: nativeConfig(native), native: native,
 				})
 			}
 		}
 	}
 	if len(out) == 0 {
-		t.Fatalf("no golden inputs in %s", goldenDir)
+		t.Fatalf("no golden inputs in %s", goldenDirs)
 	}
 	return out
 }
@@ -211,9 +221,23 @@ func caseConfig(settings string) (*config.Config, bool, error) {
 			return nil, false, fmt.Errorf("setting %q: %w", s, err)
 		}
 	}
-	o.ServerVersion = inject.ServerVersion(native)
+	o.ServerVersion = serverVersion(native)
 	cfg, err := config.Load(src, o)
 	return cfg, native, err
+}
+
+// serverVersion is an API server version with or without native sidecars.
+func serverVersion(native bool) string {
+	if native {
+		return "v1.37.2"
+	}
+	return "v1.28.0"
+}
+
+// nativeConfig is the default configuration on an API server with or
+// without native sidecars.
+func nativeConfig(native bool) *config.Config {
+	return config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: serverVersion(native)})
 }
 
 // admissionServer serves the real handler behind the guard.
@@ -221,7 +245,7 @@ type admissionServer struct {
 	h http.Handler
 }
 
-func newAdmissionServer(t *testing.T, cfg *config.Config, native bool) *admissionServer {
+func newAdmissionServer(t *testing.T, cfg *config.Config) *admissionServer {
 	t.Helper()
 	h, err := webhook.NewHandler(webhook.Options{
 		Config:       func() *config.Config { return cfg },
@@ -311,7 +335,7 @@ func TestWebhookPatchGivesTheEnginesPod(t *testing.T) {
 			key := server{in.cfg, in.native}
 			srv := servers[key]
 			if srv == nil {
-				srv = newAdmissionServer(t, in.cfg, in.native)
+				srv = newAdmissionServer(t, in.cfg)
 				servers[key] = srv
 			}
 			ns := in.pod.Namespace
@@ -404,120 +428,4 @@ func TestWebhookPatchGivesTheEnginesPod(t *testing.T) {
 	if injected == 0 {
 		t.Error("no input was injected: the property was not tested")
 	}
-}
-
-// FuzzAnnotationSet sets several annotations the engine reads at once
-// (FuzzAnnotations sets one), so that their interactions are explored: a
-// limit against its request, a status port against the app's ports, a
-// userVolumeMount against userVolume, templates with proxy config. The
-// input is "key=value" lines; keys are taken modulo the list. The engine
-// either injects a pod the API server would accept (unique container and
-// volume names, every mount has its volume) or refuses it with a one-line
-// message (an *AnnotationError naming only annotations that were set, or a
-// *PodError); it never panics or fails otherwise.
-func FuzzAnnotationSet(f *testing.F) {
-	keys := []string{
-		inject.AnnotationIncludeOutboundCIDRs, inject.AnnotationExcludeOutboundCIDRs, inject.AnnotationIncludeInboundPorts,
-		inject.AnnotationExcludeInboundPorts, inject.AnnotationIncludeOutboundPorts, inject.AnnotationExcludeOutboundPorts,
-		inject.AnnotationExcludeInterfaces, inject.AnnotationKubevirtInterfaces, inject.AnnotationRerouteVirtualIfaces,
-		inject.AnnotationInterceptionMode, inject.AnnotationStatusPort, inject.AnnotationProxyImage,
-		inject.AnnotationProxyCPU, inject.AnnotationProxyMemory, inject.AnnotationProxyCPULimit, inject.AnnotationProxyMemoryLimit,
-		inject.AnnotationLogLevel, inject.AnnotationComponentLogLevel, inject.AnnotationAgentLogLevel,
-		inject.AnnotationReadinessDelay, inject.AnnotationReadinessPeriod, inject.AnnotationReadinessFailures,
-		inject.AnnotationUserVolume, inject.AnnotationUserVolumeMount, inject.AnnotationBootstrapOverride,
-		inject.AnnotationNativeSidecar, inject.AnnotationRewriteProbes, inject.AnnotationScrapeTargets, inject.AnnotationMergeMetrics,
-		inject.AnnotationProxyConfig, inject.AnnotationTemplates, inject.AnnotationInject,
-	}
-	index := map[string]int{}
-	for i, k := range keys {
-		index[k] = i
-	}
-	seed := func(kv ...string) {
-		var b strings.Builder
-		for i := 0; i+1 < len(kv); i += 2 {
-			fmt.Fprintf(&b, "%d=%s\n", index[kv[i]], kv[i+1])
-		}
-		f.Add(b.String(), false)
-		f.Add(b.String(), true)
-	}
-	seed(inject.AnnotationProxyCPU, "200m", inject.AnnotationProxyCPULimit, "100m")
-	seed(inject.AnnotationProxyMemory, "1Gi", inject.AnnotationProxyMemoryLimit, "2Gi")
-	seed(inject.AnnotationStatusPort, "8080")
-	seed(inject.AnnotationStatusPort, "0", inject.AnnotationRewriteProbes, "true")
-	seed(inject.AnnotationUserVolume, `{"data":{"emptyDir":{}}}`, inject.AnnotationUserVolumeMount, `{"data":{"mountPath":"/data"}}`)
-	seed(inject.AnnotationUserVolumeMount, `{"missing":{"mountPath":"/m"}}`)
-	seed(inject.AnnotationUserVolume, `{"istio-envoy":{"emptyDir":{}}}`)
-	seed(inject.AnnotationTemplates, "sidecar", inject.AnnotationProxyConfig, "concurrency: 2")
-	seed(inject.AnnotationInterceptionMode, "TPROXY", inject.AnnotationIncludeInboundPorts, "*", inject.AnnotationExcludeOutboundCIDRs, "10.0.0.1,::1")
-	seed(inject.AnnotationNativeSidecar, "maybe", inject.AnnotationLogLevel, "verbose", inject.AnnotationIncludeInboundPorts, "80,,x")
-	cfgs := map[bool]*config.Config{true: inject.NativeConfig(true), false: inject.NativeConfig(false)}
-	f.Fuzz(func(t *testing.T, lines string, native bool) {
-		ann := map[string]string{}
-		for _, line := range strings.Split(lines, "\n") {
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				continue
-			}
-			var i int
-			if _, err := fmt.Sscan(k, &i); err != nil || i < 0 {
-				continue
-			}
-			ann[keys[i%len(keys)]] = v
-		}
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "default", Annotations: ann},
-			Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{
-					Name: "app", Image: "example.com/app:1",
-					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready"}}},
-				}},
-			},
-		}
-		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: "default", Config: cfgs[native]})
-		if err != nil {
-			if !inject.IsRefused(err) {
-				t.Fatalf("%v: an error that is not a refusal: %v", ann, err)
-			}
-			if msg := err.Error(); strings.ContainsAny(msg, "\r\n") {
-				t.Fatalf("the refusal is not on one line: %q", msg)
-			}
-			var ae *inject.AnnotationError
-			if errors.As(err, &ae) {
-				for _, fe := range ae.Errors {
-					if _, set := ann[fe.Annotation]; !set {
-						t.Fatalf("the refusal names %s, which was not set: %v", fe.Annotation, err)
-					}
-				}
-			}
-			return
-		}
-		if !res.Injected {
-			if v := ann[inject.AnnotationInject]; v != "false" {
-				t.Fatalf("%v: neither injected nor refused: %s", ann, res.Reason)
-			}
-			return
-		}
-		names := map[string]bool{}
-		for _, c := range append(append([]corev1.Container{}, res.Pod.Spec.InitContainers...), res.Pod.Spec.Containers...) {
-			if names[c.Name] {
-				t.Fatalf("%v: two containers named %q", ann, c.Name)
-			}
-			names[c.Name] = true
-		}
-		vols := map[string]bool{}
-		for _, v := range res.Pod.Spec.Volumes {
-			if vols[v.Name] {
-				t.Fatalf("%v: two volumes named %q", ann, v.Name)
-			}
-			vols[v.Name] = true
-		}
-		for _, c := range append(append([]corev1.Container{}, res.Pod.Spec.InitContainers...), res.Pod.Spec.Containers...) {
-			for _, m := range c.VolumeMounts {
-				if !vols[m.Name] {
-					t.Fatalf("%v: container %s mounts %q, which the pod does not have", ann, c.Name, m.Name)
-				}
-			}
-		}
-	})
 }
