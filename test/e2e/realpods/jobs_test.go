@@ -133,10 +133,22 @@ func TestJobs(t *testing.T) {
 		if done.ExitCode != 0 {
 			t.Fatalf("the job's container exited %d", done.ExitCode)
 		}
-		time.Sleep(5 * time.Second)
+		// The kubelet computes the phase with the container statuses: in the very status that
+		// reports the work done, the pod is still Running, held by its proxy. Then wait until the
+		// Job controller has seen that status (it counts the pod no longer ready) and check that it
+		// still counts the pod active, not succeeded: nothing else will make the pod finish.
+		if ps := status(pod, "istio-proxy"); pod.Status.Phase != corev1.PodRunning || ps == nil || ps.State.Running == nil {
+			t.Fatalf("the work is done but the pod is not held Running by its proxy: %s", describe(pod))
+		}
 		var job batchv1.Job
-		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &job); err != nil {
-			t.Fatal(err)
+		err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, podTimeout, true, func(ctx context.Context) (bool, error) {
+			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &job); err != nil {
+				return false, err
+			}
+			return job.Status.Ready != nil && *job.Status.Ready == 0 && job.Status.Active == 1, nil
+		})
+		if err != nil {
+			t.Fatalf("the Job controller never saw the pod's work done (status %+v): %v", job.Status, err)
 		}
 		pod = jobPod(t, ns, name)
 		if ps := status(pod, "istio-proxy"); job.Status.Succeeded != 0 || pod.Status.Phase != corev1.PodRunning || ps == nil || ps.State.Running == nil {
