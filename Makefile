@@ -150,4 +150,6 @@ $(BIN)/golangci-lint:
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (pinned, installed into ./bin)
-	$(SUITE) lint $(BIN)/golangci-lint run --timeout 10m ./...
+	@# --allow-parallel-runners: golangci-lint otherwise refuses to run beside another instance on the
+	@# machine (a lock in /tmp), failing the suite when two checkouts are tested at once.
+	$(SUITE) lint $(BIN)/golangci-lint run --allow-parallel-runners --timeout 10m ./...
