@@ -57,14 +57,6 @@ type Request struct {
 	AlwaysRender bool
 }
 
-// Workload identifies a pod's owning workload.
-type Workload struct {
-	// APIVersion and Kind of the workload, such as apps/v1 Deployment.
-	APIVersion, Kind string
-	// Name of the workload.
-	Name string
-}
-
 // Inject decides whether the pod is to be injected and, if so, returns the
 // injected copy. An *AnnotationError is returned when an annotation is
 // invalid; nothing is injected then.
@@ -570,56 +562,6 @@ func checkPortCollisions(pod *corev1.Pod, statusPort int32) error {
 	return nil
 }
 
-// deriveWorkload finds the workload that owns a pod: a ReplicaSet's pod
-// belongs to its Deployment, a Job's to its CronJob when the name says so.
-func deriveWorkload(pod *corev1.Pod) Workload {
-	for _, ref := range pod.OwnerReferences {
-		if ref.Controller == nil || !*ref.Controller {
-			continue
-		}
-		wl := Workload{APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name}
-		switch ref.Kind {
-		case "ReplicaSet":
-			if hash := pod.Labels["pod-template-hash"]; hash != "" && strings.HasSuffix(ref.Name, "-"+hash) {
-				return Workload{APIVersion: "apps/v1", Kind: "Deployment", Name: strings.TrimSuffix(ref.Name, "-"+hash)}
-			}
-		case "Job":
-			// CronJob-created Jobs are named <cronjob>-<scheduled time>.
-			if i := strings.LastIndex(ref.Name, "-"); i > 0 && isDigits(ref.Name[i+1:]) && len(ref.Name[i+1:]) >= 8 {
-				return Workload{APIVersion: "batch/v1", Kind: "CronJob", Name: ref.Name[:i]}
-			}
-		}
-		return wl
-	}
-	name := pod.Name
-	if name == "" {
-		name = strings.TrimSuffix(pod.GenerateName, "-")
-	}
-	return Workload{APIVersion: "v1", Kind: "Pod", Name: name}
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// ownerURI is ISTIO_META_OWNER: kubernetes://apis/<group/version>/namespaces/<ns>/<kind plural>/<name>.
-func ownerURI(wl Workload, ns string) string {
-	kind := strings.ToLower(wl.Kind)
-	plural := kind + "s"
-	if strings.HasSuffix(kind, "s") {
-		plural = kind + "es"
-	}
-	return "kubernetes://apis/" + wl.APIVersion + "/namespaces/" + ns + "/" + plural + "/" + wl.Name
-}
-
 // podMetadata returns the labels and annotations to add.
 func podMetadata(pod *corev1.Pod, cfg *config.Config, wl Workload, mode string, p *parsed) (map[string]string, map[string]string) {
 	s := &cfg.Settings
@@ -644,31 +586,6 @@ func podMetadata(pod *corev1.Pod, cfg *config.Config, wl Workload, mode string, 
 		ann[AnnotationInterceptionMode] = mode
 	}
 	return lbl, ann
-}
-
-func canonicalName(pod *corev1.Pod, wl Workload) string {
-	for _, k := range []string{LabelCanonicalName, "app.kubernetes.io/name", "app"} {
-		if v := pod.Labels[k]; v != "" {
-			return v
-		}
-	}
-	return truncateLabel(wl.Name)
-}
-
-// truncateLabel shortens a derived label value to the 63 characters a label
-// value may have.
-func truncateLabel(s string) string {
-	if len(s) > 63 {
-		s = s[:63]
-	}
-	return strings.TrimRight(s, "-_.")
-}
-
-func serviceAccountName(pod *corev1.Pod) string {
-	if pod.Spec.ServiceAccountName != "" {
-		return pod.Spec.ServiceAccountName
-	}
-	return "default"
 }
 
 func insertMountBefore(mounts []corev1.VolumeMount, before string, m corev1.VolumeMount) []corev1.VolumeMount {
@@ -721,15 +638,6 @@ func cniAnnotations(ann map[string]string, pod *corev1.Pod, s *config.Settings, 
 			ann[key] = cur + ", default/istio-cni"
 		}
 	}
-}
-
-func canonicalRevision(pod *corev1.Pod) string {
-	for _, k := range []string{LabelCanonicalRevision, "app.kubernetes.io/version", "version"} {
-		if v := pod.Labels[k]; v != "" {
-			return v
-		}
-	}
-	return "latest"
 }
 
 func sortedKeys(m map[string]string) []string {
