@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"sigs.k8s.io/yaml"
 
@@ -27,9 +26,6 @@ const (
 	// EnvoyPrometheusPort is Envoy's own metrics port.
 	EnvoyPrometheusPort = 15090
 )
-
-// IgnoredNamespaces are never injected, whatever their labels say.
-var IgnoredNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
 
 // Request is the input of Inject.
 type Request struct {
@@ -75,9 +71,6 @@ func Inject(req Request) (Result, error) {
 	if reason, msg, skip := policy(req, ns); skip {
 		return Result{Pod: pod, Reason: reason, Message: msg}, nil
 	}
-	if len(pod.Spec.Containers) == 0 {
-		return Result{Pod: pod, Reason: ReasonNoContainers, Message: "the pod has no containers to inject into"}, nil
-	}
 	p, err := parseAnnotations(pod.Annotations, req.Config)
 	if err != nil {
 		return Result{Pod: pod, Reason: ReasonInvalidAnnotations, Message: err.Error()}, err
@@ -87,76 +80,6 @@ func Inject(req Request) (Result, error) {
 		return Result{Pod: pod, Reason: ReasonInvalidAnnotations, Message: err.Error()}, err
 	}
 	return Result{Pod: out, Injected: true, Reason: ReasonInjected, Message: "injected " + ProxyContainerName}, nil
-}
-
-func explicitInject(pod *corev1.Pod) (value string, set bool) {
-	if v, ok := pod.Labels[LabelInject]; ok {
-		return v, true
-	}
-	if v, ok := pod.Annotations[AnnotationInject]; ok {
-		return v, true
-	}
-	return "", false
-}
-
-// policy returns whether to skip the pod, and why.
-func policy(req Request, ns string) (Reason, string, bool) {
-	pod := req.Pod
-	if _, ok := pod.Annotations[AnnotationStatus]; ok {
-		return ReasonAlreadyInjected, "the pod already carries " + AnnotationStatus, true
-	}
-	if slices.Contains(IgnoredNamespaces, ns) || (req.OwnNamespace != "" && ns == req.OwnNamespace) {
-		return ReasonIgnoredNamespace, fmt.Sprintf("namespace %q is never injected", ns), true
-	}
-	if pod.Spec.HostNetwork {
-		return ReasonHostNetwork, "pods with hostNetwork share the node's network and are never injected", true
-	}
-	explicit, set := explicitInject(pod)
-	if set && explicit == "false" {
-		return ReasonPodOptOut, fmt.Sprintf("the pod sets %s=false", LabelInject), true
-	}
-	cfg := req.Config
-	rev := cfg.Revision()
-	if req.NamespaceLabels != nil {
-		nsInject := req.NamespaceLabels[LabelNamespaceInject]
-		nsRev, nsHasRev := req.NamespaceLabels[LabelRevision]
-		podRev, podHasRev := pod.Labels[LabelRevision]
-		switch {
-		case nsInject == "disabled":
-			return ReasonNamespaceDisabled, fmt.Sprintf("namespace %q has %s=disabled", ns, LabelNamespaceInject), true
-		case nsInject == "enabled":
-			if rev != config.DefaultRevision && (!podHasRev || podRev != rev) {
-				return ReasonOtherRevision, fmt.Sprintf("namespace %q is enabled for the default revision, this injector serves %q", ns, rev), true
-			}
-		case nsHasRev:
-			if nsRev != rev {
-				return ReasonOtherRevision, fmt.Sprintf("namespace %q selects revision %q, this injector serves %q", ns, nsRev, rev), true
-			}
-		case podHasRev:
-			if podRev != rev {
-				return ReasonOtherRevision, fmt.Sprintf("the pod selects revision %q, this injector serves %q", podRev, rev), true
-			}
-		case set && explicit == "true":
-		case cfg.Settings.EnableNamespacesByDefault:
-		default:
-			return ReasonNamespaceNotLabel, fmt.Sprintf("namespace %q is not labelled %s=enabled or %s=%s", ns, LabelNamespaceInject, LabelRevision, rev), true
-		}
-	}
-	if set && explicit == "true" {
-		return "", "", false
-	}
-	podLabels := labels.Set(pod.Labels)
-	for _, s := range cfg.Settings.NeverInjectSelector {
-		if s.Matches(podLabels) {
-			for _, a := range cfg.Settings.AlwaysInjectSelector {
-				if a.Matches(podLabels) {
-					return "", "", false
-				}
-			}
-			return ReasonNeverInjectLabel, fmt.Sprintf("the pod's labels match neverInjectSelector %q", s.String()), true
-		}
-	}
-	return "", "", false
 }
 
 // build computes the injected pod.
