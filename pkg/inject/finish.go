@@ -14,7 +14,8 @@ import (
 func finish(out *corev1.Pod, req Request, r *resolved, data *TemplateData, touched templateContainers) error {
 	orig := req.Pod
 	reorder(out, orig, r.native, r.hold)
-	reapplyOverrides(out, orig, r.native, data.Proxy.VolumeMounts)
+	overlayUserCapture(out, orig)
+	overlayUserProxy(out, orig, r.native, data.Proxy.VolumeMounts)
 	if r.mode == "TPROXY" {
 		// TPROXY needs the proxy to run as root, whatever user the
 		// pod's own istio-proxy names (istio-init exempts that UID).
@@ -112,12 +113,9 @@ func initRank(name string) int {
 	return 1
 }
 
-// reapplyOverrides merges a user's own istio-proxy container over the
-// injected one (the user's fields win, as in Istio), and moves it to the
-// init containers in native mode.
-func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev1.VolumeMount) {
-	// The user's own istio-init (or istio-validation) init container wins
-	// over the injected one too.
+// overlayUserCapture merges the pod's own istio-init (or istio-validation)
+// init container over the injected one: the user's fields win.
+func overlayUserCapture(out, orig *corev1.Pod) {
 	for _, u := range orig.Spec.InitContainers {
 		if u.Name != InitContainerName && u.Name != ValidationContainerName {
 			continue
@@ -130,6 +128,12 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev
 			}
 		}
 	}
+}
+
+// overlayUserProxy merges a user's own istio-proxy container over the
+// injected one (the user's fields win, as in Istio), and moves it to the
+// init containers in native mode.
+func overlayUserProxy(out, orig *corev1.Pod, native bool, injectedMounts []corev1.VolumeMount) {
 	var user *corev1.Container
 	for i := range orig.Spec.Containers {
 		if orig.Spec.Containers[i].Name == ProxyContainerName {
