@@ -1,7 +1,9 @@
 package inject
 
 import (
+	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -12,15 +14,305 @@ import (
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
-type proxyBuild struct {
-	ns            string
-	wl            Workload
-	mode          string
-	statusPort    int32
-	native        bool
-	hold          bool
-	appContainers []string
-	image         string
+// buildProxy returns the istio-proxy container, from the resolved settings.
+func buildProxy(req Request, r *resolved) *corev1.Container {
+	s := &req.Config.Settings
+	c := &corev1.Container{
+		Name:            ProxyContainerName,
+		Image:           r.image,
+		ImagePullPolicy: s.ImagePullPolicy,
+		Args:            proxyArgs(s, r),
+		Env:             proxyEnv(req, r),
+		Ports: []corev1.ContainerPort{{
+			Name: "http-envoy-prom", ContainerPort: EnvoyPrometheusPort, Protocol: corev1.ProtocolTCP,
+		}},
+		ReadinessProbe:  readinessProbe(r),
+		StartupProbe:    startupProbe(s, r),
+		Lifecycle:       proxyLifecycle(s, r),
+		Resources:       r.resources,
+		SecurityContext: proxySecurityContext(s, r.mode),
+		VolumeMounts:    proxyMounts(r.ann),
+	}
+	if r.native {
+		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	}
+	return c
+}
+
+// proxyArgs are the arguments of pilot-agent.
+func proxyArgs(s *config.Settings, r *resolved) []string {
+	args := []string{
+		"proxy", "sidecar",
+		"--domain", "$(POD_NAMESPACE).svc." + s.ClusterDomain,
+		"--proxyLogLevel=" + r.logLevel,
+		"--proxyComponentLogLevel=" + r.componentLogLevel,
+		"--log_output_level=" + r.agentLogLevel,
+	}
+	if s.LogAsJSON {
+		args = append(args, "--log_as_json")
+	}
+	if pc := r.proxyConfig; pc.Concurrency != nil && *pc.Concurrency > 0 {
+		args = append(args, "--concurrency", strconv.Itoa(int(*pc.Concurrency)))
+	}
+	return args
+}
+
+// proxyEnv is the agent's environment, in Istio's order.
+func proxyEnv(req Request, r *resolved) []corev1.EnvVar {
+	cfg, pod := req.Config, req.Pod
+	s := &cfg.Settings
+	meshID, trustDomain := meshIdentity(cfg)
+	env := []corev1.EnvVar{
+		{Name: "PILOT_CERT_PROVIDER", Value: s.PilotCertProvider},
+		{Name: "CA_ADDR", Value: caAddress(cfg)},
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("INSTANCE_IP", "status.podIP"),
+		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+		fieldEnv("HOST_IP", "status.hostIP"),
+		resourceEnv("ISTIO_CPU_LIMIT", "limits.cpu"),
+		{Name: "PROXY_CONFIG", Value: proxyConfigEnv(r.userProxyConfig)},
+		{Name: "ISTIO_META_POD_PORTS", Value: podPortsJSON(pod)},
+		{Name: "ISTIO_META_APP_CONTAINERS", Value: appContainers(pod)},
+		resourceEnv("GOMEMLIMIT", "limits.memory"),
+		{Name: "ISTIO_META_CLUSTER_ID", Value: s.ClusterID},
+		fieldEnv("ISTIO_META_NODE_NAME", "spec.nodeName"),
+		{Name: "ISTIO_META_INTERCEPTION_MODE", Value: r.mode},
+		{Name: "ISTIO_META_WORKLOAD_NAME", Value: r.workload.Name},
+		{Name: "ISTIO_META_OWNER", Value: ownerURI(r.workload, r.ns)},
+		{Name: "ISTIO_META_MESH_ID", Value: meshID},
+		{Name: "TRUST_DOMAIN", Value: trustDomain},
+	}
+	if itp := cfg.Mesh.InboundTrafficPolicy; itp != nil && itp.Mode == "LOCALHOST" {
+		// The agent then sends rewritten probes to localhost, where the
+		// app listens under this policy; Istio puts it first.
+		env = append([]corev1.EnvVar{{Name: "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", Value: "true"}}, env...)
+	}
+	if s.Network != "" {
+		env = append(env, corev1.EnvVar{Name: "ISTIO_META_NETWORK", Value: s.Network})
+	}
+	if r.ann.bootstrapOverride != "" {
+		env = append(env, corev1.EnvVar{Name: "ISTIO_BOOTSTRAP_OVERRIDE", Value: "/etc/istio/custom-bootstrap/custom_bootstrap.json"})
+	}
+	return metadataEnv(env, r.proxyConfig.ProxyMetadata)
+}
+
+// caAddress is where the agent asks for certificates: the configured
+// address, else istiod of this revision, as Istio's template computes it.
+func caAddress(cfg *config.Config) string {
+	if cfg.Settings.CAAddress != "" {
+		return cfg.Settings.CAAddress
+	}
+	istiod := "istiod"
+	if rev := cfg.Revision(); rev != config.DefaultRevision {
+		istiod += "-" + rev
+	}
+	return istiod + "." + cfg.Settings.IstioNamespace + ".svc:15012"
+}
+
+// meshIdentity returns the mesh ID and the trust domain, each defaulted as
+// Istio does (the trust domain to cluster.local, the mesh ID to the trust
+// domain).
+func meshIdentity(cfg *config.Config) (meshID, trustDomain string) {
+	trustDomain = cfg.Mesh.TrustDomain
+	if trustDomain == "" {
+		trustDomain = "cluster.local"
+	}
+	meshID = cfg.Settings.MeshID
+	if meshID == "" {
+		meshID = trustDomain
+	}
+	return meshID, trustDomain
+}
+
+// appContainers is ISTIO_META_APP_CONTAINERS: the pod's containers other
+// than its own istio-proxy, comma-separated.
+func appContainers(pod *corev1.Pod) string {
+	names := make([]string, 0, len(pod.Spec.Containers))
+	for _, c := range pod.Spec.Containers {
+		if c.Name != ProxyContainerName {
+			names = append(names, c.Name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// metadataEnv appends the proxy metadata to env, sorted by name.
+func metadataEnv(env []corev1.EnvVar, metadata map[string]string) []corev1.EnvVar {
+	for _, k := range sortedKeys(metadata) {
+		env = append(env, corev1.EnvVar{Name: k, Value: metadata[k]})
+	}
+	return env
+}
+
+// readinessProbe asks Envoy whether it is ready; without the agent's
+// status server Istio sets no proxy probes.
+func readinessProbe(r *resolved) *corev1.Probe {
+	if r.statusPort == 0 {
+		return nil
+	}
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/healthz/ready", Port: intstr.FromInt32(EnvoyReadinessPort),
+		}},
+		InitialDelaySeconds: r.readiness.initialDelay,
+		PeriodSeconds:       r.readiness.period,
+		TimeoutSeconds:      3,
+		FailureThreshold:    r.readiness.failureThreshold,
+	}
+}
+
+// startupProbe is the proxy's startup probe, when the values enable it.
+func startupProbe(s *config.Settings, r *resolved) *corev1.Probe {
+	if !s.StartupProbeEnabled || r.statusPort == 0 {
+		return nil
+	}
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/healthz/ready", Port: intstr.FromInt32(EnvoyReadinessPort),
+		}},
+		PeriodSeconds:    1,
+		TimeoutSeconds:   3,
+		FailureThreshold: s.StartupFailureThreshold,
+	}
+}
+
+// proxyLifecycle is the values' lifecycle, else a native proxy's drain
+// before it stops, else, when the app waits for the proxy, a wait for it
+// to start.
+func proxyLifecycle(s *config.Settings, r *resolved) *corev1.Lifecycle {
+	switch {
+	case s.ProxyLifecycle != nil:
+		return s.ProxyLifecycle.DeepCopy()
+	case r.native:
+		return &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{"pilot-agent", "request", fmt.Sprintf("--debug-port=%d", r.statusPort), "POST", "drain"},
+		}}}
+	case r.hold:
+		return &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{"pilot-agent", "wait"},
+		}}}
+	}
+	return nil
+}
+
+// proxySecurityContext runs the proxy unprivileged, except that TPROXY
+// needs it to run as root with NET_ADMIN.
+func proxySecurityContext(s *config.Settings, mode string) *corev1.SecurityContext {
+	sc := &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr(s.Privileged),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		Privileged:               ptr(s.Privileged),
+		ReadOnlyRootFilesystem:   ptr(true),
+		RunAsGroup:               ptr(s.ProxyGID),
+		RunAsNonRoot:             ptr(true),
+		RunAsUser:                ptr(s.ProxyUID),
+	}
+	if mode == "TPROXY" {
+		sc.Capabilities.Add = []corev1.Capability{"NET_ADMIN"}
+		sc.RunAsUser = ptr(int64(0))
+		sc.RunAsNonRoot = ptr(false)
+	}
+	return sc
+}
+
+func proxyMounts(p *parsed) []corev1.VolumeMount {
+	m := []corev1.VolumeMount{
+		{Name: "workload-socket", MountPath: "/var/run/secrets/workload-spiffe-uds"},
+		{Name: "credential-socket", MountPath: "/var/run/secrets/credential-uds"},
+		{Name: "workload-certs", MountPath: "/var/run/secrets/workload-spiffe-credentials"},
+		{Name: "istiod-ca-cert", MountPath: "/var/run/secrets/istio"},
+		{Name: "istio-ca-crl", MountPath: "/var/run/secrets/istio/crl"},
+		{Name: "istio-data", MountPath: "/var/lib/istio/data"},
+		{Name: "istio-envoy", MountPath: "/etc/istio/proxy"},
+		{Name: "istio-token", MountPath: "/var/run/secrets/tokens"},
+		{Name: "istio-podinfo", MountPath: "/etc/istio/pod"},
+	}
+	if p.bootstrapOverride != "" {
+		m = append(m, corev1.VolumeMount{Name: "custom-bootstrap-volume", MountPath: "/etc/istio/custom-bootstrap"})
+	}
+	m = append(m, p.userMounts...)
+	return m
+}
+
+// buildInit returns the istio-init container (or istio-validation when the
+// Istio CNI plugin programs the rules), or nil for interception mode NONE.
+func buildInit(s *config.Settings, r *resolved) *corev1.Container {
+	if r.mode == "NONE" && !s.CNIEnabled {
+		return nil
+	}
+	c := &corev1.Container{
+		Name:            InitContainerName,
+		Image:           s.ProxyInitImage,
+		ImagePullPolicy: s.ImagePullPolicy,
+		Args:            captureArgs(r),
+		Env:             metadataEnv(nil, r.proxyConfig.ProxyMetadata),
+		Resources:       initResources(s, r),
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr(false),
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+			Privileged:             ptr(false),
+			ReadOnlyRootFilesystem: ptr(false),
+			RunAsGroup:             ptr(int64(0)),
+			RunAsNonRoot:           ptr(false),
+			RunAsUser:              ptr(int64(0)),
+		},
+	}
+	if s.CNIEnabled {
+		c.Name = ValidationContainerName
+		c.Args = append(c.Args, "--run-validation", "--skip-rule-apply")
+		c.SecurityContext.Capabilities.Add = nil
+		c.SecurityContext.ReadOnlyRootFilesystem = ptr(true)
+		c.SecurityContext.RunAsGroup = ptr(r.captureGID)
+		c.SecurityContext.RunAsNonRoot = ptr(true)
+		c.SecurityContext.RunAsUser = ptr(r.captureUID)
+	}
+	return c
+}
+
+// captureArgs are the arguments of istio-iptables.
+func captureArgs(r *resolved) []string {
+	excludeIn := []string{strconv.Itoa(EnvoyPrometheusPort), strconv.Itoa(EnvoyReadinessPort)}
+	if e := r.capture.excludeInPorts; e != "" {
+		excludeIn = append(excludeIn, e)
+	}
+	if r.statusPort != 0 {
+		excludeIn = append(excludeIn, strconv.Itoa(int(r.statusPort)))
+	}
+	args := []string{
+		"istio-iptables",
+		"-p", "15001",
+		"-z", "15006",
+		"-u", strconv.FormatInt(r.captureUID, 10),
+		"-m", r.mode,
+		"-i", r.capture.includeCIDRs,
+		"-x", r.capture.excludeCIDRs,
+		"-b", r.capture.includeInPorts,
+		"-d", strings.Join(excludeIn, ","),
+	}
+	for _, opt := range []struct{ flag, value string }{
+		{"-q", r.capture.includeOutPorts},
+		{"-o", r.capture.excludeOutPorts},
+		{"-c", r.capture.excludeInterfaces},
+		{"-k", r.capture.rerouteInterfaces},
+	} {
+		if opt.value != "" {
+			args = append(args, opt.flag, opt.value)
+		}
+	}
+	return append(args, "--log_output_level="+r.agentLogLevel)
+}
+
+// initResources are the values' init container resources when set, else
+// the proxy's.
+func initResources(s *config.Settings, r *resolved) corev1.ResourceRequirements {
+	if len(s.InitResources.Requests) > 0 || len(s.InitResources.Limits) > 0 {
+		return *s.InitResources.DeepCopy()
+	}
+	return *r.resources.DeepCopy()
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -67,329 +359,20 @@ func proxyConfigEnv(pc config.ProxyConfig) string {
 	return mustJSON(pc) + "\n"
 }
 
-func buildProxy(req Request, p *parsed, pc, userPC config.ProxyConfig, b proxyBuild) (*corev1.Container, error) {
-	s := &req.Config.Settings
-	pod := req.Pod
-
-	logLevel := s.LogLevel
-	if p.logLevel != "" {
-		logLevel = p.logLevel
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	componentLevel := s.ComponentLogLevel
-	if p.componentLogLevel != "" {
-		componentLevel = p.componentLogLevel
-	}
-	agentLevel := s.AgentLogLevel
-	if p.agentLogLevel != "" {
-		agentLevel = p.agentLogLevel
-	}
-	args := []string{
-		"proxy", "sidecar",
-		"--domain", "$(POD_NAMESPACE).svc." + s.ClusterDomain,
-		"--proxyLogLevel=" + logLevel,
-		"--proxyComponentLogLevel=" + componentLevel,
-		"--log_output_level=" + agentLevel,
-	}
-	if s.LogAsJSON {
-		args = append(args, "--log_as_json")
-	}
-	if pc.Concurrency != nil && *pc.Concurrency > 0 {
-		args = append(args, "--concurrency", strconv.Itoa(int(*pc.Concurrency)))
-	}
-
-	caAddr := s.CAAddress
-	if caAddr == "" {
-		// istiod of this revision, as Istio's template computes it.
-		istiod := "istiod"
-		if rev := req.Config.Revision(); rev != config.DefaultRevision {
-			istiod += "-" + rev
-		}
-		caAddr = istiod + "." + s.IstioNamespace + ".svc:15012"
-	}
-	meshID := s.MeshID
-	trustDomain := req.Config.Mesh.TrustDomain
-	if trustDomain == "" {
-		trustDomain = "cluster.local"
-	}
-	if meshID == "" {
-		meshID = trustDomain
-	}
-	env := []corev1.EnvVar{
-		{Name: "PILOT_CERT_PROVIDER", Value: s.PilotCertProvider},
-		{Name: "CA_ADDR", Value: caAddr},
-		fieldEnv("POD_NAME", "metadata.name"),
-		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-		fieldEnv("INSTANCE_IP", "status.podIP"),
-		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-		fieldEnv("HOST_IP", "status.hostIP"),
-		resourceEnv("ISTIO_CPU_LIMIT", "limits.cpu"),
-		{Name: "PROXY_CONFIG", Value: proxyConfigEnv(userPC)},
-		{Name: "ISTIO_META_POD_PORTS", Value: podPortsJSON(pod)},
-		{Name: "ISTIO_META_APP_CONTAINERS", Value: strings.Join(b.appContainers, ",")},
-		resourceEnv("GOMEMLIMIT", "limits.memory"),
-		{Name: "ISTIO_META_CLUSTER_ID", Value: s.ClusterID},
-		fieldEnv("ISTIO_META_NODE_NAME", "spec.nodeName"),
-		{Name: "ISTIO_META_INTERCEPTION_MODE", Value: b.mode},
-		{Name: "ISTIO_META_WORKLOAD_NAME", Value: b.wl.Name},
-		{Name: "ISTIO_META_OWNER", Value: ownerURI(b.wl, b.ns)},
-		{Name: "ISTIO_META_MESH_ID", Value: meshID},
-		{Name: "TRUST_DOMAIN", Value: trustDomain},
-	}
-	if itp := req.Config.Mesh.InboundTrafficPolicy; itp != nil && itp.Mode == "LOCALHOST" {
-		// The agent then sends rewritten probes to localhost, where the
-		// app listens under this policy; Istio puts it first.
-		env = append([]corev1.EnvVar{{Name: "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", Value: "true"}}, env...)
-	}
-	if s.Network != "" {
-		env = append(env, corev1.EnvVar{Name: "ISTIO_META_NETWORK", Value: s.Network})
-	}
-	if p.bootstrapOverride != "" {
-		env = append(env, corev1.EnvVar{Name: "ISTIO_BOOTSTRAP_OVERRIDE", Value: "/etc/istio/custom-bootstrap/custom_bootstrap.json"})
-	}
-	for _, k := range sortedKeys(pc.ProxyMetadata) {
-		env = append(env, corev1.EnvVar{Name: k, Value: pc.ProxyMetadata[k]})
-	}
-
-	readiness := &corev1.Probe{
-		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: "/healthz/ready", Port: intstr.FromInt32(EnvoyReadinessPort),
-		}},
-		InitialDelaySeconds: s.ReadinessInitialDelay,
-		PeriodSeconds:       s.ReadinessPeriod,
-		TimeoutSeconds:      3,
-		FailureThreshold:    s.ReadinessFailureThreshold,
-	}
-	if p.readinessDelay != nil {
-		readiness.InitialDelaySeconds = *p.readinessDelay
-	}
-	if p.readinessPeriod != nil {
-		readiness.PeriodSeconds = *p.readinessPeriod
-	}
-	if p.readinessFails != nil {
-		readiness.FailureThreshold = *p.readinessFails
-	}
-
-	c := &corev1.Container{
-		Name:            ProxyContainerName,
-		Image:           b.image,
-		ImagePullPolicy: s.ImagePullPolicy,
-		Args:            args,
-		Env:             env,
-		Ports: []corev1.ContainerPort{{
-			Name: "http-envoy-prom", ContainerPort: EnvoyPrometheusPort, Protocol: corev1.ProtocolTCP,
-		}},
-		ReadinessProbe: readiness,
-		Resources:      proxyResources(s, p),
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: ptr(s.Privileged),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			Privileged:               ptr(s.Privileged),
-			ReadOnlyRootFilesystem:   ptr(true),
-			RunAsGroup:               ptr(s.ProxyGID),
-			RunAsNonRoot:             ptr(true),
-			RunAsUser:                ptr(s.ProxyUID),
-		},
-		VolumeMounts: proxyMounts(p),
-	}
-	if b.mode == "TPROXY" {
-		c.SecurityContext.Capabilities.Add = []corev1.Capability{"NET_ADMIN"}
-		c.SecurityContext.RunAsUser = ptr(int64(0))
-		c.SecurityContext.RunAsNonRoot = ptr(false)
-	}
-	if b.statusPort == 0 {
-		// Without the agent's status server Istio sets no proxy probes.
-		c.ReadinessProbe = nil
-	}
-	if s.StartupProbeEnabled && b.statusPort != 0 {
-		c.StartupProbe = &corev1.Probe{
-			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: "/healthz/ready", Port: intstr.FromInt32(EnvoyReadinessPort),
-			}},
-			PeriodSeconds:    1,
-			TimeoutSeconds:   3,
-			FailureThreshold: s.StartupFailureThreshold,
-		}
-	}
-	if b.native {
-		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
-	}
-	switch {
-	case s.ProxyLifecycle != nil:
-		c.Lifecycle = s.ProxyLifecycle.DeepCopy()
-	case b.native:
-		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-			Command: []string{"pilot-agent", "request", fmt.Sprintf("--debug-port=%d", b.statusPort), "POST", "drain"},
-		}}}
-	case b.hold:
-		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-			Command: []string{"pilot-agent", "wait"},
-		}}}
-	}
-	return c, nil
+	sort.Strings(keys)
+	return keys
 }
 
-// proxyResources are the values' resources, or, when any resource
-// annotation is set, exactly what the annotations say (as Istio does).
-func proxyResources(s *config.Settings, p *parsed) corev1.ResourceRequirements {
-	if p.cpu == nil && p.memory == nil && p.cpuLimit == nil && p.memoryLimit == nil {
-		return *s.ProxyResources.DeepCopy()
+// mustJSON marshals values that cannot fail to marshal (plain structs).
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "{}"
 	}
-	rr := corev1.ResourceRequirements{}
-	set := func(l *corev1.ResourceList, name corev1.ResourceName, q *resource.Quantity) {
-		if q == nil {
-			return
-		}
-		if *l == nil {
-			*l = corev1.ResourceList{}
-		}
-		(*l)[name] = q.DeepCopy()
-	}
-	set(&rr.Requests, corev1.ResourceCPU, p.cpu)
-	set(&rr.Requests, corev1.ResourceMemory, p.memory)
-	set(&rr.Limits, corev1.ResourceCPU, p.cpuLimit)
-	set(&rr.Limits, corev1.ResourceMemory, p.memoryLimit)
-	return rr
-}
-
-func proxyMounts(p *parsed) []corev1.VolumeMount {
-	m := []corev1.VolumeMount{
-		{Name: "workload-socket", MountPath: "/var/run/secrets/workload-spiffe-uds"},
-		{Name: "credential-socket", MountPath: "/var/run/secrets/credential-uds"},
-		{Name: "workload-certs", MountPath: "/var/run/secrets/workload-spiffe-credentials"},
-		{Name: "istiod-ca-cert", MountPath: "/var/run/secrets/istio"},
-		{Name: "istio-ca-crl", MountPath: "/var/run/secrets/istio/crl"},
-		{Name: "istio-data", MountPath: "/var/lib/istio/data"},
-		{Name: "istio-envoy", MountPath: "/etc/istio/proxy"},
-		{Name: "istio-token", MountPath: "/var/run/secrets/tokens"},
-		{Name: "istio-podinfo", MountPath: "/etc/istio/pod"},
-	}
-	if p.bootstrapOverride != "" {
-		m = append(m, corev1.VolumeMount{Name: "custom-bootstrap-volume", MountPath: "/etc/istio/custom-bootstrap"})
-	}
-	m = append(m, p.userMounts...)
-	return m
-}
-
-func buildVolumes(p *parsed) []corev1.Volume {
-	empty := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
-	v := []corev1.Volume{
-		{Name: "workload-socket", VolumeSource: empty},
-		{Name: "credential-socket", VolumeSource: empty},
-		{Name: "workload-certs", VolumeSource: empty},
-		{Name: "istio-envoy", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
-		{Name: "istio-data", VolumeSource: empty},
-		{Name: "istio-podinfo", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
-			Items: []corev1.DownwardAPIVolumeFile{
-				{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}},
-				{Path: "annotations", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations"}},
-			},
-		}}},
-		{Name: "istio-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: "istio-ca", ExpirationSeconds: ptr(int64(43200)), Path: "istio-token",
-			}}},
-		}}},
-		{Name: "istiod-ca-cert", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: "istio-ca-root-cert"},
-		}}},
-		{Name: "istio-ca-crl", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: "istio-ca-crl"}, Optional: ptr(true),
-		}}},
-	}
-	if p.bootstrapOverride != "" {
-		v = append(v, corev1.Volume{Name: "custom-bootstrap-volume", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: p.bootstrapOverride},
-		}}})
-	}
-	v = append(v, p.userVolumes...)
-	return v
-}
-
-// pick returns the annotation's value when set, else the value's.
-func pick(ann *string, value string) string {
-	if ann != nil {
-		return *ann
-	}
-	return value
-}
-
-// buildInit returns the istio-init container (or istio-validation when the
-// Istio CNI plugin programs the rules), or nil for interception mode NONE.
-func buildInit(s *config.Settings, p *parsed, pc config.ProxyConfig, mode string, statusPort int32) *corev1.Container {
-	if mode == "NONE" && !s.CNIEnabled {
-		return nil
-	}
-	excludeIn := []string{strconv.Itoa(EnvoyPrometheusPort), strconv.Itoa(EnvoyReadinessPort)}
-	if e := pick(p.excludeInPorts, s.ExcludeInboundPorts); e != "" {
-		excludeIn = append(excludeIn, e)
-	}
-	if statusPort != 0 {
-		excludeIn = append(excludeIn, strconv.Itoa(int(statusPort)))
-	}
-	args := []string{
-		"istio-iptables",
-		"-p", "15001",
-		"-z", "15006",
-		"-u", strconv.FormatInt(s.ProxyUID, 10),
-		"-m", mode,
-		"-i", pick(p.includeCIDRs, s.IncludeIPRanges),
-		"-x", pick(p.excludeCIDRs, s.ExcludeIPRanges),
-		"-b", pick(p.includeInPorts, s.IncludeInboundPorts),
-		"-d", strings.Join(excludeIn, ","),
-	}
-	if v := pick(p.includeOutPorts, s.IncludeOutboundPorts); v != "" {
-		args = append(args, "-q", v)
-	}
-	if v := pick(p.excludeOutPorts, s.ExcludeOutboundPorts); v != "" {
-		args = append(args, "-o", v)
-	}
-	if v := pick(p.excludeInterfaces, s.ExcludeInterfaces); v != "" {
-		args = append(args, "-c", v)
-	}
-	if p.rerouteInterfaces != nil && *p.rerouteInterfaces != "" {
-		args = append(args, "-k", *p.rerouteInterfaces)
-	}
-	agentLevel := s.AgentLogLevel
-	if p.agentLogLevel != "" {
-		agentLevel = p.agentLogLevel
-	}
-	args = append(args, "--log_output_level="+agentLevel)
-	resources := proxyResources(s, p)
-	if len(s.InitResources.Requests) > 0 || len(s.InitResources.Limits) > 0 {
-		resources = *s.InitResources.DeepCopy()
-	}
-	var env []corev1.EnvVar
-	for _, k := range sortedKeys(pc.ProxyMetadata) {
-		env = append(env, corev1.EnvVar{Name: k, Value: pc.ProxyMetadata[k]})
-	}
-	c := &corev1.Container{
-		Name:            InitContainerName,
-		Image:           s.ProxyInitImage,
-		ImagePullPolicy: s.ImagePullPolicy,
-		Args:            args,
-		Env:             env,
-		Resources:       resources,
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: ptr(false),
-			Capabilities: &corev1.Capabilities{
-				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
-				Drop: []corev1.Capability{"ALL"},
-			},
-			Privileged:             ptr(false),
-			ReadOnlyRootFilesystem: ptr(false),
-			RunAsGroup:             ptr(int64(0)),
-			RunAsNonRoot:           ptr(false),
-			RunAsUser:              ptr(int64(0)),
-		},
-	}
-	if s.CNIEnabled {
-		c.Name = ValidationContainerName
-		c.Args = append(c.Args, "--run-validation", "--skip-rule-apply")
-		c.SecurityContext.Capabilities.Add = nil
-		c.SecurityContext.ReadOnlyRootFilesystem = ptr(true)
-		c.SecurityContext.RunAsGroup = ptr(s.ProxyGID)
-		c.SecurityContext.RunAsNonRoot = ptr(true)
-		c.SecurityContext.RunAsUser = ptr(s.ProxyUID)
-	}
-	return c
+	return string(b)
 }

@@ -1,27 +1,53 @@
 package inject
 
 import (
-	"encoding/json"
-	"fmt"
 	"slices"
-	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/strategicpatch"
-
-	"github.com/remora-mesh/remora/pkg/config"
 )
 
-// Status is the sidecar.istio.io/status annotation: what was injected, so
-// that it can be recognised and removed again.
-type Status struct {
-	InitContainers   []string `json:"initContainers"`
-	Containers       []string `json:"containers"`
-	Volumes          []string `json:"volumes"`
-	ImagePullSecrets []string `json:"imagePullSecrets"`
-	Revision         string   `json:"revision"`
+// finish is the pipeline's last step. It puts the injected containers in
+// their places, merges the pod's own proxy and capture containers over the
+// injected ones (recording them in proxy.istio.io/overrides), rewrites the
+// app's probes through the agent, records the status and bookkeeping
+// annotations, and checks the result the way the API server would.
+func finish(out *corev1.Pod, req Request, r *resolved, data *TemplateData, touched templateContainers) error {
+	orig := req.Pod
+	reorder(out, orig, r.native, r.hold)
+	overlayUserCapture(out, orig)
+	overlayUserProxy(out, orig, r.native, data.Proxy.VolumeMounts)
+	if r.mode == "TPROXY" {
+		// TPROXY needs the proxy to run as root, whatever user the
+		// pod's own istio-proxy names (istio-init exempts that UID).
+		if proxy := findProxy(out); proxy != nil && proxy.SecurityContext != nil {
+			proxy.SecurityContext.RunAsUser = ptr(int64(0))
+		}
+	}
+	if err := recordOverrides(out, orig, touched); err != nil {
+		return err
+	}
+	if rewriteWanted(out, r) {
+		rewriteProbes(out, r.statusPort)
+	}
+	if err := recordStatus(out, orig, req.Config, touched, r.promPort, r.ann.scrapeTargets); err != nil {
+		return err
+	}
+	return validateResult(out)
 }
 
+// rewriteWanted is the resolved choice to rewrite the app's probes, unless
+// the pod left it to the templates and one set the annotation (Istio's
+// custom templates do, to turn it off).
+func rewriteWanted(out *corev1.Pod, r *resolved) bool {
+	if v, ok := out.Annotations[AnnotationRewriteProbes]; ok && r.ann.rewriteProbes == nil {
+		if b, err := parseBool(v); err == nil {
+			return b && r.statusPort != 0
+		}
+	}
+	return r.rewriteProbes
+}
+
+// names is the set of the items' names.
 func names[T any](items []T, name func(T) string) map[string]bool {
 	m := make(map[string]bool, len(items))
 	for _, it := range items {
@@ -30,6 +56,7 @@ func names[T any](items []T, name func(T) string) map[string]bool {
 	return m
 }
 
+// containerName is a container's name, for names.
 func containerName(c corev1.Container) string { return c.Name }
 
 // reorder puts injected init containers before the pod's own, and places
@@ -74,25 +101,8 @@ func reorder(out, orig *corev1.Pod, native, hold bool) {
 	}
 }
 
-// overlay merges the user's container over the injected one, the user's
-// fields winning, with Kubernetes' strategic merge rules.
-func overlay(injected, user corev1.Container) (corev1.Container, bool) {
-	base, err1 := json.Marshal(injected)
-	patch, err2 := json.Marshal(user)
-	if err1 != nil || err2 != nil {
-		return injected, false
-	}
-	merged, err := strategicpatch.StrategicMergePatch(base, patch, corev1.Container{})
-	if err != nil {
-		return injected, false
-	}
-	var c corev1.Container
-	if err := json.Unmarshal(merged, &c); err != nil {
-		return injected, false
-	}
-	return c, true
-}
-
+// initRank orders the init containers: traffic capture first, then the pod's
+// own, then a native proxy.
 func initRank(name string) int {
 	switch name {
 	case InitContainerName, ValidationContainerName:
@@ -103,12 +113,9 @@ func initRank(name string) int {
 	return 1
 }
 
-// reapplyOverrides merges a user's own istio-proxy container over the
-// injected one (the user's fields win, as in Istio), and moves it to the
-// init containers in native mode.
-func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev1.VolumeMount) {
-	// The user's own istio-init (or istio-validation) init container wins
-	// over the injected one too.
+// overlayUserCapture merges the pod's own istio-init (or istio-validation)
+// init container over the injected one: the user's fields win.
+func overlayUserCapture(out, orig *corev1.Pod) {
 	for _, u := range orig.Spec.InitContainers {
 		if u.Name != InitContainerName && u.Name != ValidationContainerName {
 			continue
@@ -121,6 +128,12 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev
 			}
 		}
 	}
+}
+
+// overlayUserProxy merges a user's own istio-proxy container over the
+// injected one (the user's fields win, as in Istio), and moves it to the
+// init containers in native mode.
+func overlayUserProxy(out, orig *corev1.Pod, native bool, injectedMounts []corev1.VolumeMount) {
 	var user *corev1.Container
 	for i := range orig.Spec.Containers {
 		if orig.Spec.Containers[i].Name == ProxyContainerName {
@@ -180,189 +193,6 @@ func reapplyOverrides(out, orig *corev1.Pod, native bool, injectedMounts []corev
 			return c.Name == ProxyContainerName
 		})
 	}
-}
-
-// finish adds the status and bookkeeping annotations, merges Prometheus
-// scraping and checks the result the way the API server would.
-func finish(out, orig *corev1.Pod, cfg *config.Config, touched templateContainers, statusPort int32, targets []scrapeTarget) error {
-	if out.Annotations == nil {
-		out.Annotations = map[string]string{}
-	}
-	origInit := names(orig.Spec.InitContainers, containerName)
-	origCont := names(orig.Spec.Containers, containerName)
-	origVol := names(orig.Spec.Volumes, func(v corev1.Volume) string { return v.Name })
-	origSecrets := names(orig.Spec.ImagePullSecrets, func(r corev1.LocalObjectReference) string { return r.Name })
-	st := Status{Revision: cfg.Revision()}
-	// What the templates wrote, in their order (as Istio lists it), then
-	// anything else new.
-	st.InitContainers = statusNames(out.Spec.InitContainers, origInit, touched.init)
-	st.Containers = statusNames(out.Spec.Containers, origCont, touched.containers)
-	for _, v := range out.Spec.Volumes {
-		if !origVol[v.Name] {
-			st.Volumes = append(st.Volumes, v.Name)
-		}
-	}
-	for _, r := range out.Spec.ImagePullSecrets {
-		if !origSecrets[r.Name] {
-			st.ImagePullSecrets = append(st.ImagePullSecrets, r.Name)
-		}
-	}
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	out.Annotations[AnnotationStatus] = string(b)
-	out.Annotations[AnnotationConfigHash] = cfg.Hash
-
-	// Metrics are merged by the agent; Istio points Prometheus at it even
-	// when a template injects no proxy (proxyless gRPC).
-	mergePrometheus(out, orig, cfg, statusPort, targets)
-	proxy := findProxy(out)
-	if proxy == nil {
-		// A template that injects no proxy (a custom one) gets no
-		// proxy bookkeeping.
-		return validateResult(out)
-	}
-	out.Annotations[AnnotationInjectedImage] = proxy.Image
-	if _, ok := out.Annotations[AnnotationDefaultContainer]; !ok {
-		for _, c := range out.Spec.Containers {
-			if c.Name != ProxyContainerName {
-				out.Annotations[AnnotationDefaultContainer] = c.Name
-				break
-			}
-		}
-	}
-	if _, ok := out.Annotations[AnnotationDefaultLogsContainer]; !ok {
-		if v, ok := out.Annotations[AnnotationDefaultContainer]; ok {
-			out.Annotations[AnnotationDefaultLogsContainer] = v
-		}
-	}
-	return validateResult(out)
-}
-
-// statusNames lists the containers of list that the templates wrote (in
-// their order), then the other ones the pod did not have.
-func statusNames(list []corev1.Container, orig map[string]bool, touched []string) []string {
-	var out []string
-	if len(touched) > 0 {
-		out = make([]string, 0, len(touched))
-	}
-	for _, n := range touched {
-		if slices.ContainsFunc(list, func(c corev1.Container) bool { return c.Name == n }) {
-			out = append(out, n)
-		}
-	}
-	for _, c := range list {
-		if !orig[c.Name] && !slices.Contains(out, c.Name) {
-			out = append(out, c.Name)
-		}
-	}
-	return out
-}
-
-// overrides is the proxy.istio.io/overrides annotation: the pod's own
-// containers that the templates also wrote, as the user wrote them, under
-// the list the templates put them in.
-type overrides struct {
-	Containers     []corev1.Container `json:"containers,omitempty"`
-	InitContainers []corev1.Container `json:"initContainers,omitempty"`
-}
-
-// recordOverrides writes proxy.istio.io/overrides, as Istio does, so the
-// user's part of an injected container stays visible on the pod.
-func recordOverrides(out, orig *corev1.Pod, touched templateContainers) error {
-	var ov overrides
-	user := func(name string) (corev1.Container, bool) {
-		for _, l := range [][]corev1.Container{orig.Spec.InitContainers, orig.Spec.Containers} {
-			for _, c := range l {
-				if c.Name == name {
-					c = *c.DeepCopy()
-					if c.Image == "auto" {
-						c.Image = ""
-					}
-					return c, true
-				}
-			}
-		}
-		return corev1.Container{}, false
-	}
-	for _, n := range touched.init {
-		if c, ok := user(n); ok {
-			ov.InitContainers = append(ov.InitContainers, c)
-		}
-	}
-	for _, n := range touched.containers {
-		if c, ok := user(n); ok {
-			ov.Containers = append(ov.Containers, c)
-		}
-	}
-	if len(ov.InitContainers) == 0 && len(ov.Containers) == 0 {
-		return nil
-	}
-	b, err := json.Marshal(ov)
-	if err != nil {
-		return fmt.Errorf("encoding %s: %w", AnnotationProxyOverrides, err)
-	}
-	if out.Annotations == nil {
-		out.Annotations = map[string]string{}
-	}
-	out.Annotations[AnnotationProxyOverrides] = string(b)
-	return nil
-}
-
-const (
-	promScrape = "prometheus.io/scrape"
-	promPort   = "prometheus.io/port"
-	promPath   = "prometheus.io/path"
-)
-
-// scrapeTarget is one entry of prometheus.istio.io/scrape-targets: an
-// app port and path the agent scrapes and merges.
-type scrapeTarget struct {
-	Port string `json:"port"`
-	Path string `json:"path"`
-}
-
-// promAnnotations is ISTIO_PROMETHEUS_ANNOTATIONS: where the agent scrapes
-// the app.
-type promAnnotations struct {
-	Scrape  string         `json:"scrape,omitempty"`
-	Path    string         `json:"path,omitempty"`
-	Port    string         `json:"port,omitempty"`
-	Targets []scrapeTarget `json:"targets,omitempty"`
-}
-
-// mergePrometheus points Prometheus at the agent, which merges the app's
-// metrics (from ISTIO_PROMETHEUS_ANNOTATIONS) with Envoy's, as Istio does.
-// With scrape targets (several app ports), the first one also fills port
-// and path, and the targets annotation is taken off the pod: the agent now
-// owns it.
-func mergePrometheus(out, orig *corev1.Pod, cfg *config.Config, statusPort int32, targets []scrapeTarget) {
-	if cfg.Mesh.EnablePrometheusMerge != nil && !*cfg.Mesh.EnablePrometheusMerge {
-		return
-	}
-	if v, ok := out.Annotations[AnnotationMergeMetrics]; ok && v == "false" {
-		return
-	}
-	if orig.Annotations[promScrape] == "false" || orig.Annotations["prometheus.io.scrape"] == "false" {
-		return
-	}
-	app := promAnnotations{
-		Scrape: orig.Annotations[promScrape], Path: orig.Annotations[promPath], Port: orig.Annotations[promPort],
-	}
-	if len(targets) > 0 {
-		app.Targets = targets
-		app.Port, app.Path = targets[0].Port, targets[0].Path
-		delete(out.Annotations, AnnotationScrapeTargets)
-	}
-	proxy := findProxy(out)
-	if proxy != nil && (app.Scrape != "" || app.Path != "" || app.Port != "" || len(app.Targets) > 0) {
-		b, _ := json.Marshal(app) // strings only: cannot fail
-		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "ISTIO_PROMETHEUS_ANNOTATIONS", Value: string(b)})
-	}
-	out.Annotations[promScrape] = "true"
-	out.Annotations[promPort] = strconv.Itoa(int(statusPort))
-	out.Annotations[promPath] = "/stats/prometheus"
 }
 
 func findProxy(pod *corev1.Pod) *corev1.Container {
