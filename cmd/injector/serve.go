@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,12 +24,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/drain"
 	"github.com/remora-mesh/remora/pkg/configwatch"
 	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/selfcert"
@@ -52,9 +51,6 @@ const (
 	// are ignored.
 	injectPath   = "/inject"
 	injectPrefix = "/inject/"
-	// drainTimeout bounds how long in-flight admissions may take to finish
-	// after the shutdown delay.
-	drainTimeout = 20 * time.Second
 )
 
 // serveOptions are the flags of injector serve.
@@ -254,7 +250,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("building the scheme: %w", err)
 	}
-	gracePeriod := o.shutdownDelay + drainTimeout
+	gracePeriod := drain.GracePeriod(o.shutdownDelay)
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                o.metricsOptions(),
@@ -326,9 +322,8 @@ func (o *serveOptions) run(ctx context.Context) error {
 			return fmt.Errorf("setting up the upgrade controller: %w", err)
 		}
 	}
-	drain := &drainer{delay: o.shutdownDelay}
-	if err := mgr.Add(drain); err != nil {
-		return fmt.Errorf("adding the shutdown drainer: %w", err)
+	if err := drain.Setup(mgr, o.shutdownDelay); err != nil {
+		return err
 	}
 
 	if o.selfManagedCerts {
@@ -366,7 +361,6 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}
 
 	for name, check := range map[string]healthz.Checker{
-		"shutdown":        drain.Checker,
 		"webhook":         mgr.GetWebhookServer().StartedChecker(),
 		"config":          watcher.Checker,
 		"namespace-cache": syncedChecker(nsInformer.HasSynced),
@@ -439,38 +433,4 @@ func syncedChecker(synced func() bool) healthz.Checker {
 		}
 		return nil
 	}
-}
-
-// drainer turns readiness off as soon as shutdown begins and holds the
-// shutdown for a delay, during which the webhook keeps serving. The manager
-// stops it first, before the caches and the webhook server, whose own
-// shutdown then drains the admissions still in flight.
-type drainer struct {
-	delay    time.Duration
-	draining atomic.Bool
-}
-
-var (
-	_ manager.Runnable               = (*drainer)(nil)
-	_ manager.LeaderElectionRunnable = (*drainer)(nil)
-)
-
-// Start waits for shutdown, then reports not-ready for the delay.
-func (d *drainer) Start(ctx context.Context) error {
-	<-ctx.Done()
-	d.draining.Store(true)
-	ctrl.Log.WithName("shutdown").Info("Shutting down: not ready, serving on until the listener closes", "delay", d.delay)
-	time.Sleep(d.delay)
-	return nil
-}
-
-// NeedLeaderElection returns false: every replica drains.
-func (d *drainer) NeedLeaderElection() bool { return false }
-
-// Checker fails once shutdown has begun.
-func (d *drainer) Checker(_ *http.Request) error {
-	if d.draining.Load() {
-		return errors.New("shutting down")
-	}
-	return nil
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -114,33 +112,6 @@ func TestTLSOptions(t *testing.T) {
 		if offersH2 != http2 {
 			t.Errorf("http2=%v: NextProtos %v", http2, c.NextProtos)
 		}
-	}
-}
-
-func TestDrainerTurnsReadinessOffBeforeItReturns(t *testing.T) {
-	d := &drainer{delay: 300 * time.Millisecond}
-	if err := d.Checker(&http.Request{}); err != nil {
-		t.Fatalf("not ready before shutdown: %v", err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- d.Start(ctx) }()
-	cancel()
-	// Readiness fails while the drainer still holds the shutdown.
-	for d.Checker(&http.Request{}) == nil {
-		time.Sleep(time.Millisecond)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("the drainer returned (%v) before its delay", err)
-	default:
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if held := time.Since(start); held < d.delay {
-		t.Fatalf("held the shutdown for %v, want at least %v", held, d.delay)
 	}
 }
 
