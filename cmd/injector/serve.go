@@ -38,10 +38,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
-func init() {
-	subcommands = append(subcommands, newServeCmd)
-}
-
 // Names fixed by the deployment (the Helm chart relies on them).
 const (
 	// leaderElectionID names the Lease the replicas elect a leader with.
