@@ -18,8 +18,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-func init() { subcommands = append(subcommands, newCleanupCmd) }
-
 // cleanupOptions are the flags of `injector cleanup`.
 type cleanupOptions struct {
 	kubeconfig, kubeContext string

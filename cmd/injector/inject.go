@@ -17,10 +17,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/manifest"
 )
 
-func init() {
-	subcommands = append(subcommands, newInjectCmd, newUninjectCmd)
-}
-
 // configFlags are the flags that select an injection configuration.
 type configFlags struct {
 	valuesFile     string

@@ -11,8 +11,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/iptables"
 )
 
-func init() { subcommands = append(subcommands, newIptablesCmd) }
-
 // iptablesDeps are what the istio-iptables command needs from the system,
 // replaceable in tests.
 type iptablesDeps struct {

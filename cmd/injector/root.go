@@ -8,10 +8,8 @@ import (
 	"github.com/remora-mesh/remora/pkg/version"
 )
 
-// subcommands is filled by the init functions of the files beside this one,
-// so each subcommand lives in its own file and registers itself.
-var subcommands []func() *cobra.Command
-
+// newRootCmd builds the injector's command tree. Each subcommand lives in a
+// file of its own beside this one; this is the one list of them.
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "injector",
@@ -22,10 +20,15 @@ into pods, as a Kubernetes admission webhook (injector serve) or offline
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd())
-	for _, newCmd := range subcommands {
-		root.AddCommand(newCmd())
-	}
+	root.AddCommand(
+		newInjectCmd(),   // inject.go
+		newUninjectCmd(), // inject.go
+		newServeCmd(),    // serve.go
+		newStatusCmd(),   // status.go
+		newCleanupCmd(),  // cleanup.go
+		newIptablesCmd(), // iptables.go
+		newVersionCmd(),  // below
+	)
 	return root
 }
 

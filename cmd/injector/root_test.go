@@ -20,3 +20,16 @@ func TestVersionCommand(t *testing.T) {
 		t.Fatalf("version output %q does not contain %q", out.String(), version.Version)
 	}
 }
+
+// TestSubcommands pins the command tree: newRootCmd's list is the only place
+// a subcommand is added.
+func TestSubcommands(t *testing.T) {
+	var got []string
+	for _, c := range newRootCmd().Commands() {
+		got = append(got, c.Name())
+	}
+	want := []string{"cleanup", "inject", "istio-iptables", "serve", "status", "uninject", "version"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("subcommands %v, want %v", got, want)
+	}
+}

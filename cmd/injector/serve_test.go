@@ -1,15 +1,14 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
 // TestServeFlags pins the flag names and defaults the Helm chart relies on.
@@ -58,7 +57,7 @@ func TestServeFlags(t *testing.T) {
 
 func TestServeValidate(t *testing.T) {
 	valid := func() *serveOptions {
-		return &serveOptions{clusterOptions: clusterOptions{nativeSidecars: "auto"}, port: 9443, certDir: "/certs", maxConcurrentRestarts: 1,
+		return &serveOptions{clusterOptions: clusterOptions{nativeSidecars: "auto"}, webhook: webhook.Options{Port: 9443, CertDir: "/certs"}, maxConcurrentRestarts: 1,
 			shutdownDelay: time.Second, certSecretName: "s", serviceName: "svc",
 			kubeAPIQPS: defaultKubeAPIQPS, kubeAPIBurst: defaultKubeAPIBurst, memoryLimitRatio: defaultMemoryLimitRatio}
 	}
@@ -68,9 +67,9 @@ func TestServeValidate(t *testing.T) {
 		errs   []string // substrings of the errors, one per expected error
 	}{
 		{name: "defaults are valid", mutate: func(*serveOptions) {}},
-		{name: "port out of range", mutate: func(o *serveOptions) { o.port = 70000 }, errs: []string{"serve.port"}},
+		{name: "port out of range", mutate: func(o *serveOptions) { o.webhook.Port = 70000 }, errs: []string{"serve.port"}},
 		{name: "unknown native sidecars mode", mutate: func(o *serveOptions) { o.nativeSidecars = "yes" }, errs: []string{"serve.native-sidecars"}},
-		{name: "no cert dir", mutate: func(o *serveOptions) { o.certDir = "" }, errs: []string{"serve.cert-dir"}},
+		{name: "no cert dir", mutate: func(o *serveOptions) { o.webhook.CertDir = "" }, errs: []string{"serve.cert-dir"}},
 		{name: "negative shutdown delay", mutate: func(o *serveOptions) { o.shutdownDelay = -time.Second }, errs: []string{"serve.shutdown-delay"}},
 		{name: "no restarts allowed", mutate: func(o *serveOptions) { o.maxConcurrentRestarts = 0 }, errs: []string{"serve.max-concurrent-restarts"}},
 		{name: "no API requests allowed", mutate: func(o *serveOptions) { o.kubeAPIQPS = 0 }, errs: []string{"serve.kube-api-qps"}},
@@ -100,47 +99,6 @@ func TestServeValidate(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestTLSOptions(t *testing.T) {
-	for _, http2 := range []bool{false, true} {
-		c := &tls.Config{NextProtos: []string{"h2"}} // controller-runtime's starting point
-		(&serveOptions{enableHTTP2: http2}).tlsOptions(c)
-		if c.MinVersion != tls.VersionTLS12 {
-			t.Errorf("http2=%v: MinVersion %x, want TLS 1.2", http2, c.MinVersion)
-		}
-		offersH2 := len(c.NextProtos) > 0 && c.NextProtos[0] == "h2"
-		if offersH2 != http2 {
-			t.Errorf("http2=%v: NextProtos %v", http2, c.NextProtos)
-		}
-	}
-}
-
-func TestDrainerTurnsReadinessOffBeforeItReturns(t *testing.T) {
-	d := &drainer{delay: 300 * time.Millisecond}
-	if err := d.Checker(&http.Request{}); err != nil {
-		t.Fatalf("not ready before shutdown: %v", err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- d.Start(ctx) }()
-	cancel()
-	// Readiness fails while the drainer still holds the shutdown.
-	for d.Checker(&http.Request{}) == nil {
-		time.Sleep(time.Millisecond)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("the drainer returned (%v) before its delay", err)
-	default:
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if held := time.Since(start); held < d.delay {
-		t.Fatalf("held the shutdown for %v, want at least %v", held, d.delay)
 	}
 }
 

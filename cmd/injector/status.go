@@ -19,10 +19,6 @@ import (
 	"github.com/remora-mesh/remora/pkg/upgrade"
 )
 
-func init() {
-	subcommands = append(subcommands, newStatusCmd)
-}
-
 // statusOptions are the flags of injector status.
 type statusOptions struct {
 	clusterOptions

@@ -4,8 +4,10 @@
 // current configuration and answers with a JSON patch computed from the raw
 // original and the injected pod. It also defines the injection metrics.
 //
-// It is registered on controller-runtime's webhook server, which owns TLS,
-// AdmissionReview decoding and encoding, and request metrics.
+// Setup registers it, behind pkg/guard, on the manager's webhook server
+// (controller-runtime's, built by Options.Server), which owns TLS,
+// AdmissionReview decoding and encoding, and request metrics. Options carry
+// the server's flags (AddFlags, Validate) and the handler's inputs.
 package webhook
 
 import (
@@ -24,7 +26,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/pkg/patch"
 )
@@ -57,26 +58,6 @@ var (
 	podKind     = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
 )
 
-// Options configure a Handler.
-type Options struct {
-	// Config returns the configuration in effect (configwatch.Watcher.Current).
-	// It is called once per admission and must not return nil. Whether
-	// the proxy is a native sidecar is part of it.
-	Config func() *config.Config
-	// Namespaces reads namespaces; give it the manager's cached client so
-	// that an admission never costs an API request. The handler reads
-	// metav1.PartialObjectMetadata, so the cache holds only metadata.
-	Namespaces client.Reader
-	// Uncached, if not nil, is asked when the cache does not have the
-	// namespace yet (a namespace created an instant before its first pod);
-	// use the manager's API reader. Only cache misses reach it.
-	Uncached client.Reader
-	// OwnNamespace is the injector's namespace; it is never injected.
-	OwnNamespace string
-	// Decoder decodes pods (default: one for client-go's scheme).
-	Decoder admission.Decoder
-}
-
 // Handler injects pods on admission. It implements admission.Handler.
 type Handler struct {
 	opts Options
@@ -84,7 +65,9 @@ type Handler struct {
 
 var _ admission.Handler = (*Handler)(nil)
 
-// NewHandler returns a Handler, or an error naming a missing option.
+// NewHandler returns a Handler, or an error naming a missing option. It reads
+// the handler's options only (Config, Namespaces, Uncached, OwnNamespace,
+// Decoder), not the server's.
 func NewHandler(opts Options) (*Handler, error) {
 	if opts.Config == nil {
 		return nil, errors.New("webhook: Options.Config is required")
@@ -223,8 +206,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 // the API server when the cache has not seen the namespace yet. The result is
 // never nil, which tells the engine to apply the namespace policy.
 func (h *Handler) namespaceLabels(ctx context.Context, ns string) (map[string]string, error) {
-	obj := &metav1.PartialObjectMetadata{}
-	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	obj := namespaceMetadata()
 	err := h.opts.Namespaces.Get(ctx, client.ObjectKey{Name: ns}, obj)
 	if apierrors.IsNotFound(err) && h.opts.Uncached != nil {
 		err = h.opts.Uncached.Get(ctx, client.ObjectKey{Name: ns}, obj)
@@ -236,6 +218,14 @@ func (h *Handler) namespaceLabels(ctx context.Context, ns string) (map[string]st
 		return map[string]string{}, nil
 	}
 	return obj.Labels, nil
+}
+
+// namespaceMetadata is an empty namespace as metadata only: what the handler
+// reads and the manager's cache holds.
+func namespaceMetadata() *metav1.PartialObjectMetadata {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return obj
 }
 
 func kindString(k metav1.GroupVersionKind) string {

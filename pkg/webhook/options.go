@@ -1,0 +1,112 @@
+package webhook
+
+import (
+	"crypto/tls"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/remora-mesh/remora/pkg/config"
+)
+
+// DefaultPort is the port the webhook server listens on by default.
+const DefaultPort = 9443
+
+// DefaultCertDir is where the serving certificate is read from by default
+// (controller-runtime's default).
+var DefaultCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+
+// Options configure the webhook. Port, CertDir and EnableHTTP2 configure its
+// server: they are flags (AddFlags, Validate) and build the manager's
+// webhook server (Server). The others are the handler's inputs: NewHandler
+// reads only those, and Setup fills Namespaces, Uncached and Decoder from the
+// manager when they are nil.
+type Options struct {
+	// Port is the port the webhook server listens on (--port).
+	Port int
+	// CertDir is the directory with the serving certificate tls.crt and its
+	// key tls.key, reloaded when they change (--cert-dir).
+	CertDir string
+	// EnableHTTP2 serves HTTP/2 as well as HTTP/1.1 (--enable-http2); off by
+	// default because of HTTP/2 rapid reset, CVE-2023-44487.
+	EnableHTTP2 bool
+
+	// Config returns the configuration in effect (configwatch.Watcher.Current).
+	// It is called once per admission and must not return nil. Whether
+	// the proxy is a native sidecar is part of it.
+	Config func() *config.Config
+	// Namespaces reads namespaces; give it the manager's cached client so
+	// that an admission never costs an API request. The handler reads
+	// metav1.PartialObjectMetadata, so the cache holds only metadata.
+	// Setup's default: the manager's client.
+	Namespaces client.Reader
+	// Uncached, if not nil, is asked when the cache does not have the
+	// namespace yet (a namespace created an instant before its first pod);
+	// use the manager's API reader. Only cache misses reach it. Setup's
+	// default: the manager's API reader.
+	Uncached client.Reader
+	// OwnNamespace is the injector's namespace; it is never injected.
+	OwnNamespace string
+	// Decoder decodes pods (default: one for client-go's scheme; Setup's
+	// default: one for the manager's scheme).
+	Decoder admission.Decoder
+}
+
+// NewOptions returns Options holding the server's defaults.
+func NewOptions() *Options {
+	return &Options{Port: DefaultPort, CertDir: DefaultCertDir}
+}
+
+// AddFlags registers the server's flags --port, --cert-dir and
+// --enable-http2 on fs, with the current values as defaults.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
+	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir,
+		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
+	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2,
+		"serve the webhook over HTTP/2 as well as HTTP/1.1 (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
+}
+
+// Validate reports every invalid server flag, under fldPath.
+func (o *Options) Validate(fldPath *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if o.Port < 1 || o.Port > 65535 {
+		errs = append(errs, field.Invalid(fldPath.Child("port"), o.Port, "must be between 1 and 65535"))
+	}
+	if o.CertDir == "" {
+		errs = append(errs, field.Required(fldPath.Child("cert-dir"), ""))
+	}
+	return errs
+}
+
+// Server returns the webhook server to give the manager
+// (ctrl.Options.WebhookServer): TLS on Port with the certificate in CertDir,
+// hardened by HardenTLS.
+func (o *Options) Server() crwebhook.Server {
+	return crwebhook.NewServer(crwebhook.Options{
+		Port:    o.Port,
+		CertDir: o.CertDir,
+		TLSOpts: []func(*tls.Config){o.HardenTLS},
+	})
+}
+
+// HardenTLS hardens a server's TLS configuration: TLS 1.2 at least, forward
+// secrecy and AEAD only, and HTTP/1.1 only unless EnableHTTP2. The injector's
+// metrics server uses it too.
+func (o *Options) HardenTLS(c *tls.Config) {
+	c.MinVersion = tls.VersionTLS12
+	// TLS 1.2 with forward secrecy and AEAD only (TLS 1.3 suites are fixed).
+	c.CipherSuites = []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+	if !o.EnableHTTP2 {
+		c.NextProtos = []string{"http/1.1"}
+	}
+}

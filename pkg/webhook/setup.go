@@ -1,0 +1,86 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/remora-mesh/remora/pkg/guard"
+)
+
+// The paths the webhook is served at. Path is Istio's webhook path;
+// PathPrefix also serves Istio's trailing path parameters
+// (/inject/cluster/X/net/Y), which are ignored.
+const (
+	Path       = "/inject"
+	PathPrefix = "/inject/"
+)
+
+// Setup adds the webhook to the manager, whose webhook server should come
+// from Options.Server:
+//   - the Handler, behind the guard (pkg/guard checks the HTTP request and
+//     its JSON strictly before controller-runtime decodes the review, bounds
+//     read and write time per request, and recovers panics), registered at
+//     Path and PathPrefix;
+//   - the namespace metadata informer, started with the manager's cache so
+//     that admissions read namespace labels from memory;
+//   - the readiness checks "webhook" (the server is serving) and
+//     "namespace-cache" (the informer has synced).
+//
+// Every replica serves admissions; nothing here waits for leadership.
+func Setup(mgr manager.Manager, opts Options) error {
+	if opts.Namespaces == nil {
+		opts.Namespaces = mgr.GetClient()
+	}
+	if opts.Uncached == nil {
+		opts.Uncached = mgr.GetAPIReader()
+	}
+	if opts.Decoder == nil {
+		opts.Decoder = admission.NewDecoder(mgr.GetScheme())
+	}
+	handler, err := NewHandler(opts)
+	if err != nil {
+		return fmt.Errorf("creating the admission handler: %w", err)
+	}
+	// Before the cache starts, GetInformer only adds the informer; it never
+	// waits for it to sync.
+	nsInformer, err := mgr.GetCache().GetInformer(context.Background(), namespaceMetadata(), cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("creating the namespace informer: %w", err)
+	}
+
+	hook := guard.New(&admission.Webhook{Handler: handler}, guard.Options{Log: log.Log.WithName("guard")})
+	server := mgr.GetWebhookServer()
+	server.Register(Path, hook)
+	server.Register(PathPrefix, hook)
+
+	for _, c := range []struct {
+		name  string
+		check healthz.Checker
+	}{
+		{"webhook", server.StartedChecker()},
+		{"namespace-cache", syncedChecker(nsInformer.HasSynced)},
+	} {
+		if err := mgr.AddReadyzCheck(c.name, c.check); err != nil {
+			return fmt.Errorf("adding readiness check %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+// syncedChecker is a readiness check that passes once synced does.
+func syncedChecker(synced func() bool) healthz.Checker {
+	return func(_ *http.Request) error {
+		if !synced() {
+			return errors.New("not synced yet")
+		}
+		return nil
+	}
+}
