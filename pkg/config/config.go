@@ -617,7 +617,9 @@ func (r *settingsReader) integer(path string, min, max int64) int64 {
 // int32 reads a whole number in [0, max].
 func (r *settingsReader) int32(path string, max int32) int32 {
 	n := r.integer(path, 0, int64(max))
-	if n > math.MaxInt32 { // never: integer keeps n in [0, max]; the check shows gosec (G115) the conversion is safe
+	// integer keeps n in [0, max]; the bounds check shows gosec (G115) that
+	// the conversion cannot overflow.
+	if n < 0 || n > math.MaxInt32 {
 		return 0
 	}
 	return int32(n)
