@@ -244,13 +244,69 @@ func Load(src Sources, o Overrides) (*Config, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	values, err := loadValues(src.Values, o)
+	if err != nil {
+		return nil, err
+	}
+	meshMap, userProxy, err := loadMesh(src.Mesh, o.meshSets)
+	if err != nil {
+		return nil, err
+	}
+	if userProxy, err = mergeValuesMeshConfig(meshMap, values, userProxy); err != nil {
+		return nil, err
+	}
+	mesh, err := parseMeshMap(meshMap)
+	if err != nil {
+		return nil, err
+	}
+	settings, err := parseSettings(values, o.ServerVersion)
+	if err != nil {
+		return nil, err
+	}
+	if mesh.DefaultConfig.HoldApplicationUntilProxyStarts != nil && *mesh.DefaultConfig.HoldApplicationUntilProxyStarts {
+		settings.HoldApplication = true
+	}
+	embeddedTexts, err := templates.Builtin()
+	if err != nil {
+		return nil, err
+	}
+	texts, err := templateTexts(embeddedTexts, values, src.Templates)
+	if err != nil {
+		return nil, err
+	}
+	parsed, err := parseTemplates(texts)
+	if err != nil {
+		return nil, err
+	}
+	defaults, err := defaultTemplates(values, parsed)
+	if err != nil {
+		return nil, err
+	}
+
+	cfg := &Config{
+		Values:           values,
+		Settings:         settings,
+		Mesh:             mesh,
+		UserProxyConfig:  userProxy,
+		Templates:        parsed,
+		DefaultTemplates: defaults,
+		builtin:          builtinTemplates(texts, embeddedTexts),
+	}
+	cfg.Hash = hashInputs(effectiveValues(values, cfg), meshMap, texts)
+	return cfg, nil
+}
+
+// loadValues returns the embedded values with the source's values (YAML,
+// optionally in an IstioOperator's spec.values) and the overrides merged
+// over them.
+func loadValues(src []byte, o Overrides) (map[string]any, error) {
 	values, err := readYAMLMap(defaultFS, "default/values.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("embedded values: %w", err)
 	}
-	if len(src.Values) > 0 {
+	if len(src) > 0 {
 		var user map[string]any
-		if err := yaml.Unmarshal(src.Values, &user); err != nil {
+		if err := yaml.Unmarshal(src, &user); err != nil {
 			return nil, fmt.Errorf("values: %w", err)
 		}
 		// Accept an IstioOperator-style wrapper (spec.values) as well.
@@ -263,67 +319,76 @@ func Load(src Sources, o Overrides) (*Config, error) {
 	}
 	deepMerge(values, o.valueSets)
 	o.applyTo(values)
+	return values, nil
+}
 
+// loadMesh returns the embedded mesh config with the source's mesh config
+// and the --set overrides (sets) merged over it, and the defaultConfig
+// fields the user set.
+func loadMesh(src []byte, sets map[string]any) (map[string]any, ProxyConfig, error) {
+	var userProxy ProxyConfig
 	meshMap, err := readYAMLMap(defaultFS, "default/mesh.yaml")
 	if err != nil {
-		return nil, fmt.Errorf("embedded mesh config: %w", err)
+		return nil, userProxy, fmt.Errorf("embedded mesh config: %w", err)
 	}
-	var userProxy ProxyConfig
-	if len(src.Mesh) > 0 || o.meshSets != nil {
-		user := map[string]any{}
-		if err := yaml.Unmarshal(src.Mesh, &user); err != nil {
-			return nil, fmt.Errorf("mesh config: %w", err)
-		}
-		if user == nil {
-			user = map[string]any{}
-		}
-		deepMerge(user, o.meshSets)
-		deepMerge(meshMap, user)
-		if dc, ok := user["defaultConfig"]; ok {
-			b, _ := json.Marshal(dc)
-			if userProxy, err = ParseProxyConfig(b); err != nil {
-				return nil, fmt.Errorf("mesh config defaultConfig: %w", err)
-			}
-		}
+	if len(src) == 0 && sets == nil {
+		return meshMap, userProxy, nil
 	}
-	// values.meshConfig is Istio's other way to set the mesh config.
-	if vm, ok := values["meshConfig"].(map[string]any); ok && len(vm) > 0 {
-		deepMerge(meshMap, vm)
-		if dc, ok := vm["defaultConfig"]; ok {
-			b, _ := json.Marshal(dc)
-			pc, err := ParseProxyConfig(b)
-			if err != nil {
-				return nil, fmt.Errorf("values meshConfig.defaultConfig: %w", err)
-			}
-			if userProxy, err = MergeProxyConfig(userProxy, pc); err != nil {
-				return nil, err
-			}
+	user := map[string]any{}
+	if err := yaml.Unmarshal(src, &user); err != nil {
+		return nil, userProxy, fmt.Errorf("mesh config: %w", err)
+	}
+	if user == nil {
+		user = map[string]any{}
+	}
+	deepMerge(user, sets)
+	deepMerge(meshMap, user)
+	if dc, ok := user["defaultConfig"]; ok {
+		b, _ := json.Marshal(dc)
+		if userProxy, err = ParseProxyConfig(b); err != nil {
+			return nil, userProxy, fmt.Errorf("mesh config defaultConfig: %w", err)
 		}
 	}
+	return meshMap, userProxy, nil
+}
+
+// mergeValuesMeshConfig merges values.meshConfig, Istio's other way to set
+// the mesh config, into meshMap, and its defaultConfig into userProxy.
+func mergeValuesMeshConfig(meshMap, values map[string]any, userProxy ProxyConfig) (ProxyConfig, error) {
+	vm, ok := values["meshConfig"].(map[string]any)
+	if !ok || len(vm) == 0 {
+		return userProxy, nil
+	}
+	deepMerge(meshMap, vm)
+	dc, ok := vm["defaultConfig"]
+	if !ok {
+		return userProxy, nil
+	}
+	b, _ := json.Marshal(dc)
+	pc, err := ParseProxyConfig(b)
+	if err != nil {
+		return userProxy, fmt.Errorf("values meshConfig.defaultConfig: %w", err)
+	}
+	return MergeProxyConfig(userProxy, pc)
+}
+
+// parseMeshMap types and validates the merged mesh config.
+func parseMeshMap(meshMap map[string]any) (MeshConfig, error) {
 	meshJSON, err := json.Marshal(meshMap)
 	if err != nil {
-		return nil, fmt.Errorf("mesh config: %w", err)
+		return MeshConfig{}, fmt.Errorf("mesh config: %w", err)
 	}
 	mesh, err := ParseMeshConfig(meshJSON)
 	if err != nil {
-		return nil, fmt.Errorf("mesh config: %w", err)
+		return MeshConfig{}, fmt.Errorf("mesh config: %w", err)
 	}
+	return mesh, nil
+}
 
-	settings, err := parseSettings(values, o.ServerVersion)
-	if err != nil {
-		return nil, err
-	}
-	if mesh.DefaultConfig.HoldApplicationUntilProxyStarts != nil && *mesh.DefaultConfig.HoldApplicationUntilProxyStarts {
-		settings.HoldApplication = true
-	}
-
-	// Templates: embedded, then values' sidecarInjectorWebhook.templates,
-	// then the sources' files.
-	embeddedTexts, err := templates.Builtin()
-	if err != nil {
-		return nil, err
-	}
-	texts := maps.Clone(embeddedTexts)
+// templateTexts returns the template texts by name: the embedded ones, then
+// the values' sidecarInjectorWebhook.templates, then the sources' files.
+func templateTexts(embedded map[string]string, values map[string]any, files map[string]string) (map[string]string, error) {
+	texts := maps.Clone(embedded)
 	if sw, ok := values["sidecarInjectorWebhook"].(map[string]any); ok {
 		if ts, ok := sw["templates"].(map[string]any); ok {
 			for name, t := range ts {
@@ -335,9 +400,12 @@ func Load(src Sources, o Overrides) (*Config, error) {
 			}
 		}
 	}
-	for name, t := range src.Templates {
-		texts[name] = t
-	}
+	maps.Copy(texts, files)
+	return texts, nil
+}
+
+// parseTemplates parses every template, once, at load.
+func parseTemplates(texts map[string]string) (map[string]*template.Template, error) {
 	parsed := make(map[string]*template.Template, len(texts))
 	for name, text := range texts {
 		t, err := templates.Parse(name, text)
@@ -346,7 +414,13 @@ func Load(src Sources, o Overrides) (*Config, error) {
 		}
 		parsed[name] = t
 	}
+	return parsed, nil
+}
 
+// defaultTemplates are the templates applied when a pod names none: the
+// values' sidecarInjectorWebhook.defaultTemplates, else sidecar. Each must
+// exist.
+func defaultTemplates(values map[string]any, parsed map[string]*template.Template) ([]string, error) {
 	defaults := stringList(lookup(values, "sidecarInjectorWebhook", "defaultTemplates"))
 	if len(defaults) == 0 {
 		defaults = []string{"sidecar"}
@@ -356,23 +430,18 @@ func Load(src Sources, o Overrides) (*Config, error) {
 			return nil, fmt.Errorf("values sidecarInjectorWebhook.defaultTemplates: no template named %q", d)
 		}
 	}
+	return defaults, nil
+}
 
-	cfg := &Config{
-		Values:           values,
-		Settings:         settings,
-		Mesh:             mesh,
-		UserProxyConfig:  userProxy,
-		Templates:        parsed,
-		DefaultTemplates: defaults,
-	}
-	cfg.builtin = map[string]bool{}
+// builtinTemplates names the templates whose text is the embedded default's.
+func builtinTemplates(texts, embedded map[string]string) map[string]bool {
+	builtin := map[string]bool{}
 	for name, text := range texts {
-		if embeddedTexts[name] == text {
-			cfg.builtin[name] = true
+		if embedded[name] == text {
+			builtin[name] = true
 		}
 	}
-	cfg.Hash = hashInputs(effectiveValues(values, cfg), meshMap, texts)
-	return cfg, nil
+	return builtin
 }
 
 // Revision returns the revision this configuration serves: the values'
@@ -545,10 +614,12 @@ func (r *settingsReader) integer(path string, min, max int64) int64 {
 	return n
 }
 
-// int32 reads a whole number in [min, max], which must lie in int32's range.
-func (r *settingsReader) int32(path string, min, max int64) int32 {
-	n := r.integer(path, min, max)
-	if n < math.MinInt32 || n > math.MaxInt32 {
+// int32 reads a whole number in [0, max].
+func (r *settingsReader) int32(path string, max int32) int32 {
+	n := r.integer(path, 0, int64(max))
+	// integer keeps n in [0, max]; the bounds check shows gosec (G115) that
+	// the conversion cannot overflow.
+	if n < 0 || n > math.MaxInt32 {
 		return 0
 	}
 	return int32(n)
@@ -635,12 +706,12 @@ func parseSettings(values map[string]any, serverVersion string) (Settings, error
 		ComponentLogLevel:         r.str("global.proxy.componentLogLevel"),
 		AgentLogLevel:             r.str("global.logging.level"),
 		LogAsJSON:                 r.boolean("global.logAsJson"),
-		StatusPort:                r.int32("global.proxy.statusPort", 0, 65535),
-		ReadinessInitialDelay:     r.int32("global.proxy.readinessInitialDelaySeconds", 0, 1<<31-1),
-		ReadinessPeriod:           r.int32("global.proxy.readinessPeriodSeconds", 0, 1<<31-1),
-		ReadinessFailureThreshold: r.int32("global.proxy.readinessFailureThreshold", 0, 1<<31-1),
+		StatusPort:                r.int32("global.proxy.statusPort", 65535),
+		ReadinessInitialDelay:     r.int32("global.proxy.readinessInitialDelaySeconds", math.MaxInt32),
+		ReadinessPeriod:           r.int32("global.proxy.readinessPeriodSeconds", math.MaxInt32),
+		ReadinessFailureThreshold: r.int32("global.proxy.readinessFailureThreshold", math.MaxInt32),
 		StartupProbeEnabled:       r.boolean("global.proxy.startupProbe.enabled"),
-		StartupFailureThreshold:   r.int32("global.proxy.startupProbe.failureThreshold", 0, 1<<31-1),
+		StartupFailureThreshold:   r.int32("global.proxy.startupProbe.failureThreshold", math.MaxInt32),
 		IncludeIPRanges:           r.str("global.proxy.includeIPRanges"),
 		ExcludeIPRanges:           r.str("global.proxy.excludeIPRanges"),
 		IncludeOutboundPorts:      r.str("global.proxy.includeOutboundPorts"),

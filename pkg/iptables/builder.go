@@ -208,153 +208,230 @@ func hex(v uint32) string { return fmt.Sprintf("0x%x", v) }
 // excluded interfaces return; with -b '*' the tunnel port and -d ports return
 // and everything else goes to -z, otherwise only the -b ports do.
 func Build(cfg *Config, fam Family) *Ruleset {
+	b := newRuleBuilder(cfg, fam)
+	if b.outbound {
+		b.virtualInterfaces()
+	}
+	if b.inbound && !b.tproxy {
+		b.inboundRedirect()
+	}
+	if b.inbound || b.outbound {
+		b.outboundChain()
+	}
+	b.redirectTargets()
+	b.natJumps()
+
 	rs := &Ruleset{Family: fam}
-	nat := &tableBuilder{name: "nat"}
-	mangle := &tableBuilder{name: "mangle"}
-	tproxy := cfg.Mode == ModeTProxy
-	inbound := cfg.CapturesInbound()
-
-	var include, exclude []string
-	for _, p := range cfg.OutboundCIDRs {
-		if fam.has(p) {
-			include = append(include, p.String())
-		}
-	}
-	for _, p := range cfg.OutboundExcludeCIDRs {
-		if fam.has(p) {
-			exclude = append(exclude, p.String())
-		}
-	}
-	outbound := cfg.OutboundAllCIDRs || len(include) > 0 || len(cfg.OutboundPorts) > 0
-
-	// selectOutbound appends the outbound port and CIDR selection to chain;
-	// in, when set, restricts it to packets arriving on that interface.
-	selectOutbound := func(chain, in string) {
-		iface := func(args ...string) []string {
-			if in == "" {
-				return args
-			}
-			return append([]string{"-i", in}, args...)
-		}
-		for _, p := range cfg.OutboundExcludePorts {
-			nat.add(chain, iface("-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", "RETURN")...)
-		}
-		for _, p := range cfg.OutboundPorts {
-			nat.add(chain, iface("-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", ChainRedirect)...)
-		}
-		for _, c := range exclude {
-			nat.add(chain, append([]string{"-d", c}, iface("-j", "RETURN")...)...)
-		}
-		if cfg.OutboundAllCIDRs {
-			nat.add(chain, iface("-j", ChainRedirect)...)
-			return
-		}
-		for _, c := range include {
-			nat.add(chain, append([]string{"-d", c}, iface("-j", ChainRedirect)...)...)
-		}
-	}
-
-	// Virtual (KubeVirt) interfaces: what a VM sends is the pod's outbound traffic.
-	if outbound {
-		for _, vif := range cfg.VirtualInterfaces {
-			selectOutbound(ChainInbound, vif)
-		}
-	}
-
-	// Inbound, REDIRECT mode.
-	if inbound && !tproxy {
-		for _, c := range cfg.ExcludeInterfaces {
-			nat.add(ChainInbound, "-i", c, "-j", "RETURN")
-		}
-		if cfg.InboundAllPorts {
-			for _, p := range inboundExcludes(cfg) {
-				nat.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", "RETURN")
-			}
-			nat.add(ChainInbound, "-p", "tcp", "-j", ChainInRedirect)
-		} else {
-			for _, p := range cfg.InboundPorts {
-				nat.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", ChainInRedirect)
-			}
-		}
-	}
-	// Outbound.
-	if inbound || outbound {
-		for _, c := range cfg.ExcludeInterfaces {
-			nat.add(ChainOutput, "-o", c, "-j", "RETURN")
-		}
-		if tproxy && inbound {
-			// The proxy's transparent connections to the application carry the mark.
-			nat.add(ChainOutput, "-p", "tcp", "-m", "mark", "--mark", hex(cfg.TProxyMark), "-j", "RETURN")
-		}
-		nat.add(ChainOutput, "-s", fam.inboundPassthroughSource(), "-o", "lo", "-j", "RETURN")
-		if inbound {
-			for _, uid := range cfg.ProxyUIDs {
-				nat.add(ChainOutput, "!", "-d", fam.localhost(), "-o", "lo", "-p", "tcp", "-m", "owner", "--uid-owner", itoa(uid), "-j", ChainInRedirect)
-			}
-			for _, gid := range cfg.ProxyGIDs {
-				nat.add(ChainOutput, "!", "-d", fam.localhost(), "-o", "lo", "-p", "tcp", "-m", "owner", "--gid-owner", itoa(gid), "-j", ChainInRedirect)
-			}
-		}
-		for _, uid := range cfg.ProxyUIDs {
-			nat.add(ChainOutput, "-m", "owner", "--uid-owner", itoa(uid), "-j", "RETURN")
-		}
-		for _, gid := range cfg.ProxyGIDs {
-			nat.add(ChainOutput, "-m", "owner", "--gid-owner", itoa(gid), "-j", "RETURN")
-		}
-		nat.add(ChainOutput, "-o", "lo", "-j", "RETURN")
-		selectOutbound(ChainOutput, "")
-	}
-	if nat.jumpsTo(ChainRedirect) {
-		nat.add(ChainRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", itoa(cfg.ProxyPort))
-	}
-	if nat.jumpsTo(ChainInRedirect) {
-		nat.add(ChainInRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", itoa(cfg.InboundCapturePort))
-	}
-	if nat.has(ChainInbound) {
-		nat.add("PREROUTING", "-p", "tcp", "-j", ChainInbound)
-	}
-	if nat.has(ChainOutput) {
-		nat.add("OUTPUT", "-p", "tcp", "-j", ChainOutput)
-	}
-
-	// Inbound, TPROXY mode.
-	if inbound && tproxy {
-		mark := hex(cfg.TProxyMark)
-		markMask := mark + "/0xffffffff"
-		mangle.add("PREROUTING", "-p", "tcp", "-j", ChainInbound)
-		mangle.add("OUTPUT", "-p", "tcp", "-j", ChainOutput)
-		mangle.add(ChainDivert, "-j", "MARK", "--set-xmark", markMask)
-		mangle.add(ChainDivert, "-j", "ACCEPT")
-		mangle.add(ChainInbound, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "CONNMARK", "--save-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff")
-		// Locally generated connections are the nat rules' business.
-		mangle.add(ChainInbound, "-i", "lo", "-j", "RETURN")
-		for _, c := range cfg.ExcludeInterfaces {
-			mangle.add(ChainInbound, "-i", c, "-j", "RETURN")
-		}
-		if cfg.InboundAllPorts {
-			for _, p := range inboundExcludes(cfg) {
-				mangle.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", "RETURN")
-			}
-			mangle.add(ChainInbound, "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", ChainDivert)
-			mangle.add(ChainInbound, "-p", "tcp", "-j", ChainTProxy)
-		} else {
-			for _, p := range cfg.InboundPorts {
-				mangle.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", ChainDivert)
-				mangle.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", ChainTProxy)
-			}
-		}
-		mangle.add(ChainOutput, "-p", "tcp", "-m", "connmark", "--mark", mark, "-j", "CONNMARK", "--restore-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff")
-		mangle.add(ChainTProxy, "!", "-d", fam.localhost(), "-p", "tcp", "-j", "TPROXY",
-			"--on-port", itoa(cfg.InboundCapturePort), "--on-ip", fam.anyAddr(), "--tproxy-mark", markMask)
+	if b.inbound && b.tproxy {
+		b.inboundTProxy()
 		rs.PolicyRoute = &PolicyRoute{Mark: cfg.TProxyMark, Table: cfg.TProxyRouteTable}
 	}
-
-	for _, b := range []*tableBuilder{mangle, nat} {
-		if t, ok := b.table(); ok {
+	for _, tb := range []*tableBuilder{b.mangle, b.nat} {
+		if t, ok := tb.table(); ok {
 			rs.Tables = append(rs.Tables, t)
 		}
 	}
 	return rs
+}
+
+// ruleBuilder builds one address family's rules from one Config. Its inputs
+// are resolved once, in newRuleBuilder; each step appends one part of the
+// rules, and Build runs the steps in the order the rules are appended in.
+type ruleBuilder struct {
+	cfg         *Config
+	fam         Family
+	nat, mangle *tableBuilder
+
+	// tproxy is set in TPROXY mode.
+	tproxy bool
+	// inbound is set when any inbound connection is captured.
+	inbound bool
+	// outbound is set when any outbound connection is captured.
+	outbound bool
+	// include and exclude are the outbound CIDRs (-i, -x) of this family.
+	include, exclude []string
+}
+
+func newRuleBuilder(cfg *Config, fam Family) *ruleBuilder {
+	b := &ruleBuilder{
+		cfg:     cfg,
+		fam:     fam,
+		nat:     &tableBuilder{name: "nat"},
+		mangle:  &tableBuilder{name: "mangle"},
+		tproxy:  cfg.Mode == ModeTProxy,
+		inbound: cfg.CapturesInbound(),
+		include: familyCIDRs(cfg.OutboundCIDRs, fam),
+		exclude: familyCIDRs(cfg.OutboundExcludeCIDRs, fam),
+	}
+	b.outbound = cfg.OutboundAllCIDRs || len(b.include) > 0 || len(cfg.OutboundPorts) > 0
+	return b
+}
+
+// familyCIDRs are the prefixes of family fam, as strings.
+func familyCIDRs(prefixes []netip.Prefix, fam Family) []string {
+	var cidrs []string
+	for _, p := range prefixes {
+		if fam.has(p) {
+			cidrs = append(cidrs, p.String())
+		}
+	}
+	return cidrs
+}
+
+// selectOutbound appends the outbound port and CIDR selection to the nat
+// chain; in, when set, restricts it to packets arriving on that interface.
+func (b *ruleBuilder) selectOutbound(chain, in string) {
+	cfg, nat := b.cfg, b.nat
+	iface := func(args ...string) []string {
+		if in == "" {
+			return args
+		}
+		return append([]string{"-i", in}, args...)
+	}
+	for _, p := range cfg.OutboundExcludePorts {
+		nat.add(chain, iface("-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", "RETURN")...)
+	}
+	for _, p := range cfg.OutboundPorts {
+		nat.add(chain, iface("-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", ChainRedirect)...)
+	}
+	for _, c := range b.exclude {
+		nat.add(chain, append([]string{"-d", c}, iface("-j", "RETURN")...)...)
+	}
+	if cfg.OutboundAllCIDRs {
+		nat.add(chain, iface("-j", ChainRedirect)...)
+		return
+	}
+	for _, c := range b.include {
+		nat.add(chain, append([]string{"-d", c}, iface("-j", ChainRedirect)...)...)
+	}
+}
+
+// virtualInterfaces selects, on each virtual (KubeVirt) interface, what a VM
+// sends as the pod's outbound traffic.
+func (b *ruleBuilder) virtualInterfaces() {
+	for _, vif := range b.cfg.VirtualInterfaces {
+		b.selectOutbound(ChainInbound, vif)
+	}
+}
+
+// inboundRedirect selects the inbound connections REDIRECT mode captures
+// (nat ISTIO_INBOUND).
+func (b *ruleBuilder) inboundRedirect() {
+	cfg, nat := b.cfg, b.nat
+	for _, c := range cfg.ExcludeInterfaces {
+		nat.add(ChainInbound, "-i", c, "-j", "RETURN")
+	}
+	if cfg.InboundAllPorts {
+		for _, p := range inboundExcludes(cfg) {
+			nat.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", "RETURN")
+		}
+		nat.add(ChainInbound, "-p", "tcp", "-j", ChainInRedirect)
+		return
+	}
+	for _, p := range cfg.InboundPorts {
+		nat.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", ChainInRedirect)
+	}
+}
+
+// outboundChain writes nat ISTIO_OUTPUT: what never returns to the proxy
+// (excluded interfaces, its passthrough and its own connections, lo), then
+// the outbound selection.
+func (b *ruleBuilder) outboundChain() {
+	cfg, nat := b.cfg, b.nat
+	for _, c := range cfg.ExcludeInterfaces {
+		nat.add(ChainOutput, "-o", c, "-j", "RETURN")
+	}
+	if b.tproxy && b.inbound {
+		// The proxy's transparent connections to the application carry the mark.
+		nat.add(ChainOutput, "-p", "tcp", "-m", "mark", "--mark", hex(cfg.TProxyMark), "-j", "RETURN")
+	}
+	nat.add(ChainOutput, "-s", b.fam.inboundPassthroughSource(), "-o", "lo", "-j", "RETURN")
+	if b.inbound {
+		b.proxyToSelf()
+	}
+	for _, uid := range cfg.ProxyUIDs {
+		nat.add(ChainOutput, "-m", "owner", "--uid-owner", itoa(uid), "-j", "RETURN")
+	}
+	for _, gid := range cfg.ProxyGIDs {
+		nat.add(ChainOutput, "-m", "owner", "--gid-owner", itoa(gid), "-j", "RETURN")
+	}
+	nat.add(ChainOutput, "-o", "lo", "-j", "RETURN")
+	b.selectOutbound(ChainOutput, "")
+}
+
+// proxyToSelf sends the proxy's own connections to a pod address over lo to
+// the inbound capture port.
+func (b *ruleBuilder) proxyToSelf() {
+	cfg, nat, localhost := b.cfg, b.nat, b.fam.localhost()
+	for _, uid := range cfg.ProxyUIDs {
+		nat.add(ChainOutput, "!", "-d", localhost, "-o", "lo", "-p", "tcp", "-m", "owner", "--uid-owner", itoa(uid), "-j", ChainInRedirect)
+	}
+	for _, gid := range cfg.ProxyGIDs {
+		nat.add(ChainOutput, "!", "-d", localhost, "-o", "lo", "-p", "tcp", "-m", "owner", "--gid-owner", itoa(gid), "-j", ChainInRedirect)
+	}
+}
+
+// redirectTargets writes the nat chains that REDIRECT to the proxy's
+// outbound and inbound ports, each only when something jumps to it.
+func (b *ruleBuilder) redirectTargets() {
+	if b.nat.jumpsTo(ChainRedirect) {
+		b.nat.add(ChainRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", itoa(b.cfg.ProxyPort))
+	}
+	if b.nat.jumpsTo(ChainInRedirect) {
+		b.nat.add(ChainInRedirect, "-p", "tcp", "-j", "REDIRECT", "--to-ports", itoa(b.cfg.InboundCapturePort))
+	}
+}
+
+// natJumps hooks the nat chains that have rules into PREROUTING and OUTPUT.
+func (b *ruleBuilder) natJumps() {
+	if b.nat.has(ChainInbound) {
+		b.nat.add("PREROUTING", "-p", "tcp", "-j", ChainInbound)
+	}
+	if b.nat.has(ChainOutput) {
+		b.nat.add("OUTPUT", "-p", "tcp", "-j", ChainOutput)
+	}
+}
+
+// inboundTProxy writes the mangle rules of TPROXY mode: the jumps, the
+// inbound selection, the mark of intercepted connections and the TPROXY
+// target.
+func (b *ruleBuilder) inboundTProxy() {
+	cfg, mangle := b.cfg, b.mangle
+	mark := hex(cfg.TProxyMark)
+	markMask := mark + "/0xffffffff"
+	mangle.add("PREROUTING", "-p", "tcp", "-j", ChainInbound)
+	mangle.add("OUTPUT", "-p", "tcp", "-j", ChainOutput)
+	mangle.add(ChainDivert, "-j", "MARK", "--set-xmark", markMask)
+	mangle.add(ChainDivert, "-j", "ACCEPT")
+	mangle.add(ChainInbound, "-p", "tcp", "-m", "mark", "--mark", mark, "-j", "CONNMARK", "--save-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff")
+	// Locally generated connections are the nat rules' business.
+	mangle.add(ChainInbound, "-i", "lo", "-j", "RETURN")
+	for _, c := range cfg.ExcludeInterfaces {
+		mangle.add(ChainInbound, "-i", c, "-j", "RETURN")
+	}
+	b.tproxyInboundPorts()
+	mangle.add(ChainOutput, "-p", "tcp", "-m", "connmark", "--mark", mark, "-j", "CONNMARK", "--restore-mark", "--nfmask", "0xffffffff", "--ctmask", "0xffffffff")
+	mangle.add(ChainTProxy, "!", "-d", b.fam.localhost(), "-p", "tcp", "-j", "TPROXY",
+		"--on-port", itoa(cfg.InboundCapturePort), "--on-ip", b.fam.anyAddr(), "--tproxy-mark", markMask)
+}
+
+// tproxyInboundPorts selects the inbound connections TPROXY mode captures
+// (mangle ISTIO_INBOUND): packets of established connections are diverted,
+// new connections go to ISTIO_TPROXY.
+func (b *ruleBuilder) tproxyInboundPorts() {
+	cfg, mangle := b.cfg, b.mangle
+	if cfg.InboundAllPorts {
+		for _, p := range inboundExcludes(cfg) {
+			mangle.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", "RETURN")
+		}
+		mangle.add(ChainInbound, "-p", "tcp", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", ChainDivert)
+		mangle.add(ChainInbound, "-p", "tcp", "-j", ChainTProxy)
+		return
+	}
+	for _, p := range cfg.InboundPorts {
+		mangle.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", ChainDivert)
+		mangle.add(ChainInbound, "-p", "tcp", "-m", "tcp", "--dport", itoa(p), "-j", ChainTProxy)
+	}
 }
 
 // inboundExcludes are the ports never captured inbound when every port is:
