@@ -80,7 +80,7 @@ test: ## Run every test CI runs (lint, unit, golden, conformance, chart, netns, 
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts (engine, patch, admission side by side with the floor)
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/inject/ ./pkg/patch/ ./pkg/webhook/
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/inject/ ./internal/patch/ ./internal/webhook/
 
 LOAD_DURATION ?= 20s
 LOAD_SOAK     ?= 60s

@@ -23,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/upgrade"
+	"github.com/remora-mesh/remora/internal/webhook"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/upgrade"
-	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
 // TestHashAgreement proves that serve, inject, status and the upgrade

@@ -15,9 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/remora-mesh/remora/internal/drain"
-	"github.com/remora-mesh/remora/pkg/selfcert"
-	"github.com/remora-mesh/remora/pkg/upgrade"
-	"github.com/remora-mesh/remora/pkg/webhook"
+	"github.com/remora-mesh/remora/internal/selfcert"
+	"github.com/remora-mesh/remora/internal/upgrade"
+	"github.com/remora-mesh/remora/internal/webhook"
 )
 
 // leaderElectionID names the Lease the replicas elect a leader with; the
@@ -44,7 +44,7 @@ type serveOptions struct {
 	serviceName       string
 	certValidity      time.Duration
 	caValidity        time.Duration
-	// The companion controller (pkg/upgrade).
+	// The companion controller (internal/upgrade).
 	restartOutdated       bool
 	allowRestarts         bool
 	restartNamespaces     []string

@@ -19,12 +19,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/remora-mesh/remora/internal/configwatch"
 	"github.com/remora-mesh/remora/internal/drain"
-	"github.com/remora-mesh/remora/pkg/configwatch"
-	"github.com/remora-mesh/remora/pkg/selfcert"
-	"github.com/remora-mesh/remora/pkg/upgrade"
+	"github.com/remora-mesh/remora/internal/selfcert"
+	"github.com/remora-mesh/remora/internal/upgrade"
+	"github.com/remora-mesh/remora/internal/webhook"
 	"github.com/remora-mesh/remora/pkg/version"
-	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
 // The steps of serveOptions.run, in the order it takes them.
@@ -140,7 +140,7 @@ func addConfigWatcher(mgr manager.Manager, watcher *configwatch.Watcher) error {
 	return nil
 }
 
-// setupUpgradeController adds the companion controller (pkg/upgrade), unless
+// setupUpgradeController adds the companion controller (internal/upgrade), unless
 // --upgrade-controller=false.
 func (o *serveOptions) setupUpgradeController(mgr manager.Manager, watcher *configwatch.Watcher) error {
 	if !o.upgradeController {

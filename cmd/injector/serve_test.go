@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/remora-mesh/remora/pkg/webhook"
+	"github.com/remora-mesh/remora/internal/webhook"
 )
 
 // TestServeFlags pins the flag names and defaults the Helm chart relies on.

@@ -15,8 +15,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/upgrade"
 	"github.com/remora-mesh/remora/pkg/config"
-	"github.com/remora-mesh/remora/pkg/upgrade"
 )
 
 // statusOptions are the flags of injector status.

@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/internal/upgrade"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/upgrade"
 )
 
 // statusAssets returns the directory with kube-apiserver and etcd.

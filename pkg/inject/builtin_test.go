@@ -8,9 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/internal/manifest"
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/manifest"
 )
 
 // TestBuiltinPlacementEqualsRendering proves that placing the built-in

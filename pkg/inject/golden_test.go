@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/remora-mesh/remora/internal/golden"
+	"github.com/remora-mesh/remora/internal/manifest"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/manifest"
 )
 
 // goldenDir holds the engine's golden cases: NAME.yaml in (a pod or a

@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/remora-mesh/remora/internal/selfcert"
 	"github.com/remora-mesh/remora/internal/testenv"
-	"github.com/remora-mesh/remora/pkg/selfcert"
 )
 
 // TestChartOnAPIServer sends the rendered chart to a real API server: every built-in object is

@@ -35,8 +35,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/internal/upgrade"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/upgrade"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 

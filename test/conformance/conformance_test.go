@@ -34,10 +34,10 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/manifest"
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/manifest"
 )
 
 // corpusDir is where CI and developers have the shared corpus: beside the

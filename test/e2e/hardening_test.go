@@ -30,9 +30,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/remora-mesh/remora/internal/manifest"
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/manifest"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 

@@ -47,9 +47,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/remora-mesh/remora/internal/configwatch"
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
-	"github.com/remora-mesh/remora/pkg/configwatch"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
 

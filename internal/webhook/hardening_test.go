@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/remora-mesh/remora/pkg/guard"
+	"github.com/remora-mesh/remora/internal/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 

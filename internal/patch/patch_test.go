@@ -10,11 +10,11 @@ import (
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remora-mesh/remora/internal/manifest"
+	"github.com/remora-mesh/remora/internal/patch"
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/patch"
 )
 
 func apply(t *testing.T, raw []byte, ops any) []byte {

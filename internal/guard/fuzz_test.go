@@ -17,10 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/guard"
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/internal/webhook"
 	"github.com/remora-mesh/remora/pkg/config"
-	"github.com/remora-mesh/remora/pkg/guard"
-	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
 // enabled answers every namespace Get with istio-injection=enabled, from

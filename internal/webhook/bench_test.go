@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/guard"
 	"github.com/remora-mesh/remora/pkg/config"
-	"github.com/remora-mesh/remora/pkg/guard"
 )
 
 // labelsReader answers namespace Gets from memory, as the manager's

@@ -26,13 +26,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/guard"
+	"github.com/remora-mesh/remora/internal/manifest"
+	"github.com/remora-mesh/remora/internal/patch"
 	"github.com/remora-mesh/remora/internal/testenv"
+	"github.com/remora-mesh/remora/internal/webhook"
 	"github.com/remora-mesh/remora/pkg/config"
-	"github.com/remora-mesh/remora/pkg/guard"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/manifest"
-	"github.com/remora-mesh/remora/pkg/patch"
-	"github.com/remora-mesh/remora/pkg/webhook"
 )
 
 // The property: for every golden input (the engine's, pkg/inject/testdata/golden, and

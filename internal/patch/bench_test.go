@@ -8,9 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remora-mesh/remora/internal/patch"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/patch"
 )
 
 func benchPods(b *testing.B) ([]byte, *corev1.Pod, *corev1.Pod) {

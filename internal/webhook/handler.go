@@ -4,7 +4,7 @@
 // current configuration and answers with a JSON patch computed from the raw
 // original and the injected pod. It also defines the injection metrics.
 //
-// Setup registers it, behind pkg/guard, on the manager's webhook server
+// Setup registers it, behind internal/guard, on the manager's webhook server
 // (controller-runtime's, built by Options.Server), which owns TLS,
 // AdmissionReview decoding and encoding, and request metrics. Options carry
 // the server's flags (AddFlags, Validate) and the handler's inputs.
@@ -26,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/patch"
 	"github.com/remora-mesh/remora/pkg/inject"
-	"github.com/remora-mesh/remora/pkg/patch"
 )
 
 // Reasons the handler reports in addition to the engine's inject.Reason set,
@@ -193,7 +193,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		return outcome{resp: admission.Allowed(res.Message), result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
 	}
 	// The patch is built from the fields injection changed; it equals
-	// PatchResponseFromRaw's generic diff in effect (pkg/patch proves it).
+	// PatchResponseFromRaw's generic diff in effect (internal/patch proves it).
 	ops, err := patch.Operations(req.Object.Raw, pod, res.Pod)
 	if err != nil {
 		err = fmt.Errorf("building the patch: %w", err)

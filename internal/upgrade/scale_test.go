@@ -33,7 +33,7 @@ const (
 // full re-evaluation. It takes about 15 seconds on two cores (most of it
 // creating the pods); -short skips it. The figures are in docs/upgrades.md:
 //
-//	go test -run TestScale -v ./pkg/upgrade/
+//	go test -run TestScale -v ./internal/upgrade/
 func TestScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the 5,000-pod measurement")

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/remora-mesh/remora/pkg/guard"
+	"github.com/remora-mesh/remora/internal/guard"
 )
 
 // The paths the webhook is served at. Path is Istio's webhook path;
@@ -25,7 +25,7 @@ const (
 
 // Setup adds the webhook to the manager, whose webhook server should come
 // from Options.Server:
-//   - the Handler, behind the guard (pkg/guard checks the HTTP request and
+//   - the Handler, behind the guard (internal/guard checks the HTTP request and
 //     its JSON strictly before controller-runtime decodes the review, bounds
 //     read and write time per request, and recovers panics), registered at
 //     Path and PathPrefix;
