@@ -180,7 +180,14 @@ func TestCertificateRotation(t *testing.T) {
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	t.Cleanup(stopLoad)
 
-	time.Sleep(500 * time.Millisecond)
+	// admitted counts the load's admissions so far, answered or failed.
+	admitted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(latencies) + len(failures)
+	}
+	const overlap = 20 // admissions on each side of the rotation
+	waitUntil(t, fmt.Sprintf("%d admissions on the old certificate", overlap), 30*time.Second, func() bool { return admitted() >= overlap })
 	cert, err := env.ca.Issue()
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +199,9 @@ func TestCertificateRotation(t *testing.T) {
 		serial, err := inj.ServingCertSerial(env.ca.Pool())
 		return err == nil && serial == cert.Serial.String()
 	})
-	time.Sleep(time.Second) // keep the load on the new certificate
+	// Keep the load on the new certificate, over connections made after it.
+	served := admitted()
+	waitUntil(t, fmt.Sprintf("%d admissions on the new certificate", overlap), 30*time.Second, func() bool { return admitted() >= served+overlap })
 	stopLoad()
 
 	if serial := cert.Serial.String(); serial == before {
@@ -371,7 +380,12 @@ func TestGracefulShutdown(t *testing.T) {
 		}()
 	}
 
-	time.Sleep(500 * time.Millisecond)
+	// SIGTERM once every client has had answers: the load is in flight.
+	waitUntil(t, fmt.Sprintf("%d admissions answered before SIGTERM", 2*clients), 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(results) >= 2*clients
+	})
 	sigterm := time.Now()
 	if err := inj.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
