@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -211,18 +213,26 @@ func TestSelfManagedModeEndToEnd(t *testing.T) {
 		createPodsUntil(loadCtx, admin, ns, results)
 	}()
 	var all []podResult
+	var collectedN atomic.Int64 // results collected so far
 	var collected sync.WaitGroup
 	collected.Add(1)
 	go func() {
 		defer collected.Done()
 		for r := range results {
 			all = append(all, r)
+			collectedN.Add(1)
 		}
 	}()
 	t.Cleanup(func() { stopLoad(); loadDone.Wait() })
 
 	rotations := watchRotations(ctx, t, admin, inj, hostIP, dnsName, certDir, secretName, configName, leaf)
-	time.Sleep(3 * time.Second) // pods after the last rotation, on fresh connections
+	// Pods after the last rotation, on fresh connections: 20 more creations.
+	after := collectedN.Load() + 20
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return collectedN.Load() >= after, nil
+	}); err != nil {
+		t.Fatalf("20 pod creations after the last rotation: %d of them in a minute: %v", 20-(after-collectedN.Load()), err)
+	}
 	stopLoad()
 	loadDone.Wait()
 	close(results)
