@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -68,16 +67,7 @@ func TestCleanupValidate(t *testing.T) {
 // TestCleanupOnAPIServer runs cleanup against a real API server: it waits while an injector pod
 // is left, then deletes the named Lease and Secrets (a missing one is fine) and nothing else.
 func TestCleanupOnAPIServer(t *testing.T) {
-	env := &envtest.Environment{BinaryAssetsDirectory: statusAssets(t), ControlPlaneStartTimeout: 2 * time.Minute}
-	restCfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	_, restCfg := startControlPlane(t)
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -123,16 +122,7 @@ func (f *statusFixture) deployment(ns, name string, rolledOut bool) *appsv1.Repl
 func newStatusFixture(t *testing.T) (*statusFixture, string) {
 	t.Helper()
 	log.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	env := &envtest.Environment{BinaryAssetsDirectory: statusAssets(t), ControlPlaneStartTimeout: 2 * time.Minute}
-	restCfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env, restCfg := startControlPlane(t)
 	scheme := k8sruntime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
