@@ -184,7 +184,7 @@ func selectorMatches(sel *metav1.LabelSelector, set labels.Set) (string, bool) {
 }
 
 // webhooksFor returns the webhooks of the configurations that call service
-// (namespace/name) at path or below it.
+// (namespace/name) at path or below it for the creation of pods.
 func webhooksFor(mwcs []admissionregistrationv1.MutatingWebhookConfiguration, namespace, name, path string) []injectorWebhook {
 	var out []injectorWebhook
 	for i := range mwcs {
@@ -197,7 +197,7 @@ func webhooksFor(mwcs []admissionregistrationv1.MutatingWebhookConfiguration, na
 			if svc.Path != nil {
 				p = *svc.Path
 			}
-			if p != path && !strings.HasPrefix(p, path+"/") {
+			if (p != path && !strings.HasPrefix(p, path+"/")) || !createsPods(wh.Rules) {
 				continue
 			}
 			out = append(out, injectorWebhook{Configuration: mwcs[i].Name, Webhook: wh})
@@ -207,4 +207,22 @@ func webhooksFor(mwcs []admissionregistrationv1.MutatingWebhookConfiguration, na
 		return strings.Compare(a.Configuration+"/"+a.Webhook.Name, b.Configuration+"/"+b.Webhook.Name)
 	})
 	return out
+}
+
+// createsPods reports whether the rules send the creation of v1 pods.
+func createsPods(rules []admissionregistrationv1.RuleWithOperations) bool {
+	anyOf := func(list []string, want string) bool {
+		return slices.Contains(list, want) || slices.Contains(list, "*")
+	}
+	for _, r := range rules {
+		ops := make([]string, len(r.Operations))
+		for i, op := range r.Operations {
+			ops[i] = string(op)
+		}
+		if anyOf(ops, string(admissionregistrationv1.Create)) && anyOf(r.APIGroups, "") &&
+			anyOf(r.APIVersions, "v1") && anyOf(r.Resources, "pods") {
+			return true
+		}
+	}
+	return false
 }

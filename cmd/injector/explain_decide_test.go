@@ -213,7 +213,7 @@ func TestExplainPod(t *testing.T) {
 }
 
 // TestWebhooksFor proves that only the webhooks calling the injector's
-// service at /inject (or below) are the injector's.
+// service at /inject (or below) for the creation of pods are the injector's.
 func TestWebhooksFor(t *testing.T) {
 	other := chartConfiguration()
 	other.Name = "other"
@@ -224,12 +224,21 @@ func TestWebhooksFor(t *testing.T) {
 	sub.Name = "sub"
 	sub.Webhooks = sub.Webhooks[:1]
 	sub.Webhooks[0].ClientConfig.Service.Path = ptr.To("/inject/cluster/x/net/y")
+	update := chartConfiguration()
+	update.Name = "update"
+	update.Webhooks = update.Webhooks[:1]
+	update.Webhooks[0].Rules[0].Operations = []admissionregistrationv1.OperationType{admissionregistrationv1.Update}
+	star := chartConfiguration()
+	star.Name = "star"
+	star.Webhooks = star.Webhooks[:1]
+	star.Webhooks[0].Rules[0].Operations = []admissionregistrationv1.OperationType{admissionregistrationv1.OperationAll}
+	star.Webhooks[0].Rules[0].Resources = []string{"*"}
 	url := chartConfiguration()
 	url.Name = "url"
 	url.Webhooks = url.Webhooks[:1]
 	url.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To("https://example.com/inject")}
 
-	got := webhooksFor([]admissionregistrationv1.MutatingWebhookConfiguration{*url, *other, *chartConfiguration(), *sub}, "remora-system", "remora", webhookPath)
+	got := webhooksFor([]admissionregistrationv1.MutatingWebhookConfiguration{*url, *other, *chartConfiguration(), *sub, *update, *star}, "remora-system", "remora", webhookPath)
 	var names []string
 	for _, wh := range got {
 		names = append(names, wh.Configuration+"/"+wh.Webhook.Name)
@@ -238,6 +247,7 @@ func TestWebhooksFor(t *testing.T) {
 		"remora-sidecar-injector/namespace.sidecar-injector.remora.io",
 		"remora-sidecar-injector/object.sidecar-injector.remora.io",
 		"remora-sidecar-injector/rev.namespace.sidecar-injector.remora.io",
+		"star/rev.namespace.sidecar-injector.remora.io",
 		"sub/rev.namespace.sidecar-injector.remora.io",
 	}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
