@@ -126,8 +126,8 @@ func TestHashAgreement(t *testing.T) {
 
 			// status: the configuration from the ConfigMap's data, the
 			// snapshot from the API server (whole pods).
-			status := &statusOptions{clusterOptions: flags, configNamespace: "remora-system", configMap: "remora"}
-			statusCfg, err := status.loadConfig(t.Context(), c, restCfg)
+			status := &statusOptions{injectorConfigOptions: injectorConfigOptions{clusterOptions: flags, configNamespace: "remora-system", configMap: "remora"}}
+			statusCfg, _, err := status.loadConfig(t.Context(), c, restCfg)
 			if err != nil {
 				t.Fatal(err)
 			}

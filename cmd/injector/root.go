@@ -25,6 +25,7 @@ into pods, as a Kubernetes admission webhook (injector serve) or offline
 		newUninjectCmd(), // inject.go
 		newServeCmd(),    // serve.go
 		newStatusCmd(),   // status.go
+		newExplainCmd(),  // explain.go, explain_decide.go
 		newCleanupCmd(),  // cleanup.go
 		newIptablesCmd(), // iptables.go
 		newVersionCmd(),  // below

@@ -28,7 +28,7 @@ func TestSubcommands(t *testing.T) {
 	for _, c := range newRootCmd().Commands() {
 		got = append(got, c.Name())
 	}
-	want := []string{"cleanup", "inject", "istio-iptables", "serve", "status", "uninject", "version"}
+	want := []string{"cleanup", "explain", "inject", "istio-iptables", "serve", "status", "uninject", "version"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("subcommands %v, want %v", got, want)
 	}

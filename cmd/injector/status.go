@@ -6,26 +6,16 @@ import (
 	"io"
 	"text/tabwriter"
 
-	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/remora-mesh/remora/internal/upgrade"
-	"github.com/remora-mesh/remora/pkg/config"
 )
 
 // statusOptions are the flags of injector status.
 type statusOptions struct {
-	clusterOptions
-	namespace       string
-	configNamespace string
-	configMap       string
-	configDir       string
+	injectorConfigOptions
+	namespace string
 }
 
 func newStatusCmd() *cobra.Command {
@@ -66,26 +56,15 @@ so that the configuration hash is the one the injector computes.`,
 	f := cmd.Flags()
 	o.addFlags(f)
 	f.StringVarP(&o.namespace, "namespace", "n", "", "only this namespace (default: every namespace)")
-	f.StringVar(&o.configNamespace, "config-namespace", "remora-system", "namespace of the injector's configuration ConfigMap")
-	f.StringVar(&o.configMap, "configmap", "remora", "the injector's configuration ConfigMap (values.yaml, mesh.yaml, *.tmpl)")
-	f.StringVar(&o.configDir, "config-dir", "", "read the configuration from this directory instead of the ConfigMap")
 	return cmd
 }
 
 func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
-	restCfg, err := o.restConfig()
+	c, restCfg, err := o.client()
 	if err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("building the scheme: %w", err)
-	}
-	c, err := client.New(restCfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return fmt.Errorf("creating the client: %w", err)
-	}
-	cfg, err := o.loadConfig(ctx, c, restCfg)
+	cfg, _, err := o.loadConfig(ctx, c, restCfg)
 	if err != nil {
 		return err
 	}
@@ -94,40 +73,6 @@ func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	return printStatus(out, upgrade.Evaluate(snap))
-}
-
-// loadConfig computes the configuration the injector serves: from its
-// ConfigMap's data (or --config-dir), with the overrides serve applies (auto
-// resolved by the API server's version), so that the hash matches the one
-// injected pods carry.
-func (o *statusOptions) loadConfig(ctx context.Context, c client.Reader, restCfg *rest.Config) (*config.Config, error) {
-	overrides, err := o.overrides(restCfg, logr.Discard())
-	if err != nil {
-		return nil, err
-	}
-	var (
-		src  config.Sources
-		from string
-	)
-	if o.configDir != "" {
-		if src, err = config.FromDir(o.configDir); err != nil {
-			return nil, fmt.Errorf("loading the injection configuration: %w", err)
-		}
-		from = "directory " + o.configDir
-	} else {
-		cm := &corev1.ConfigMap{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: o.configNamespace, Name: o.configMap}, cm); err != nil {
-			return nil, fmt.Errorf("reading the injector's ConfigMap %s/%s (see --config-namespace, --configmap, --config-dir): %w",
-				o.configNamespace, o.configMap, err)
-		}
-		src = config.FromData(cm.Data)
-		from = "ConfigMap " + o.configNamespace + "/" + o.configMap
-	}
-	cfg, err := config.Load(src, overrides)
-	if err != nil {
-		return nil, fmt.Errorf("loading the injection configuration from %s: %w", from, err)
-	}
-	return cfg, nil
 }
 
 // printStatus writes the table and a summary line.
