@@ -84,7 +84,7 @@ func namespace(name string, labels map[string]string) *corev1.Namespace {
 // classicConfig is the default configuration on an API server without
 // native sidecars (auto means classic there), which the tests use unless
 // they say otherwise.
-var classicConfig = config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: "v1.28.0"})
+var classicConfig = testenv.DefaultConfig(false)
 
 func classic() *config.Config { return classicConfig }
 

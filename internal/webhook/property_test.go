@@ -138,7 +138,7 @@ func goldenInputs(t *testing.T) []propertyInput {
 			for i, p := range pods {
 				out = append(out, propertyInput{
 					name: fmt.Sprintf("golden/%s#%d/native=%v", f, i, native),
-					pod:  p, raw: raws[i], cfg: nativeConfig(native), native: native,
+					pod:  p, raw: raws[i], cfg: testenv.DefaultConfig(native), native: native,
 				})
 			}
 		}
@@ -221,23 +221,9 @@ func caseConfig(settings string) (*config.Config, bool, error) {
 			return nil, false, fmt.Errorf("setting %q: %w", s, err)
 		}
 	}
-	o.ServerVersion = serverVersion(native)
+	o.ServerVersion = testenv.ServerVersion(native)
 	cfg, err := config.Load(src, o)
 	return cfg, native, err
-}
-
-// serverVersion is an API server version with or without native sidecars.
-func serverVersion(native bool) string {
-	if native {
-		return "v1.37.2"
-	}
-	return "v1.28.0"
-}
-
-// nativeConfig is the default configuration on an API server with or
-// without native sidecars.
-func nativeConfig(native bool) *config.Config {
-	return config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: serverVersion(native)})
 }
 
 // admissionServer serves the real handler behind the guard.

@@ -42,7 +42,7 @@ func TestBuiltinPlacementEqualsRendering(t *testing.T) {
 		for _, native := range []bool{true, false} {
 			run := func(render bool) ([]byte, error) {
 				out, _, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-					res, err := inject.Inject(inject.Request{Pod: pod, Config: inject.NativeConfig(native), Workload: wl, AlwaysRender: render})
+					res, err := inject.Inject(inject.Request{Pod: pod, Config: testenv.DefaultConfig(native), Workload: wl, AlwaysRender: render})
 					if err != nil {
 						return nil, false, "", "", err
 					}

@@ -13,6 +13,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/remora-mesh/remora/pkg/config"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // effect is one documented setting (a value or a pod annotation), set on
@@ -465,7 +467,7 @@ func slicesIndexVolume(vs []corev1.Volume, name string) int {
 func loadEffectConfig(t *testing.T, values string, sets []string, native bool) *config.Config {
 	t.Helper()
 	src := config.Sources{Values: []byte(values)}
-	o := config.Overrides{ServerVersion: serverVersion(native)}
+	o := config.Overrides{ServerVersion: testenv.ServerVersion(native)}
 	for _, s := range sets {
 		if err := o.Set("values." + s); err != nil {
 			t.Fatal(err)

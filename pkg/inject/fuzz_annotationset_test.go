@@ -11,6 +11,8 @@ import (
 
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // FuzzAnnotationSet sets several annotations the engine reads at once
@@ -57,7 +59,7 @@ func FuzzAnnotationSet(f *testing.F) {
 	seed(inject.AnnotationTemplates, "sidecar", inject.AnnotationProxyConfig, "concurrency: 2")
 	seed(inject.AnnotationInterceptionMode, "TPROXY", inject.AnnotationIncludeInboundPorts, "*", inject.AnnotationExcludeOutboundCIDRs, "10.0.0.1,::1")
 	seed(inject.AnnotationNativeSidecar, "maybe", inject.AnnotationLogLevel, "verbose", inject.AnnotationIncludeInboundPorts, "80,,x")
-	cfgs := map[bool]*config.Config{true: inject.NativeConfig(true), false: inject.NativeConfig(false)}
+	cfgs := map[bool]*config.Config{true: testenv.DefaultConfig(true), false: testenv.DefaultConfig(false)}
 	f.Fuzz(func(t *testing.T, lines string, native bool) {
 		ann := map[string]string{}
 		for _, line := range strings.Split(lines, "\n") {

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/config"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 func FuzzParsePortList(f *testing.F) {
@@ -60,7 +62,7 @@ func FuzzAnnotations(f *testing.F) {
 		f.Add(uint8(i), `{"a":{"emptyDir":{}}}`)
 		_ = k
 	}
-	cfgs := map[bool]*config.Config{true: config.MustDefault(), false: nativeConfig(false)}
+	cfgs := map[bool]*config.Config{true: config.MustDefault(), false: testenv.DefaultConfig(false)}
 	f.Fuzz(func(t *testing.T, idx uint8, value string) {
 		key := keys[int(idx)%len(keys)]
 		res, err := Inject(Request{Pod: testPod(map[string]string{key: value}), Config: cfgs[idx%2 == 0]})

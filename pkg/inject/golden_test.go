@@ -13,6 +13,8 @@ import (
 	"github.com/remora-mesh/remora/internal/golden"
 	"github.com/remora-mesh/remora/internal/manifest"
 	"github.com/remora-mesh/remora/pkg/inject"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 // goldenDir holds the engine's golden cases: NAME.yaml in (a pod or a
@@ -47,7 +49,7 @@ func goldenOutput(t *testing.T, file string, native bool) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := inject.NativeConfig(native)
+	cfg := testenv.DefaultConfig(native)
 	out, reports, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
 		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl})
 		if err != nil {

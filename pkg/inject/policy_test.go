@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/remora-mesh/remora/pkg/config"
+
+	"github.com/remora-mesh/remora/internal/testenv"
 )
 
 func TestPolicy(t *testing.T) {
@@ -108,21 +110,6 @@ func TestInjectIsIdempotentAndPure(t *testing.T) {
 	}
 }
 
-// serverVersion is an API server version on which the values' default,
-// nativeSidecars auto, means native sidecars or not.
-func serverVersion(native bool) string {
-	if native {
-		return "v1.37.2"
-	}
-	return "v1.28.0"
-}
-
-// nativeConfig is the default configuration on an API server with or
-// without native sidecars.
-func nativeConfig(native bool) *config.Config {
-	return config.MustLoad(config.Sources{}, config.Overrides{ServerVersion: serverVersion(native)})
-}
-
 func TestNativeAndClassicLayouts(t *testing.T) {
 	hold := `holdApplicationUntilProxyStarts: true`
 	tests := []struct {
@@ -140,7 +127,7 @@ func TestNativeAndClassicLayouts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := Inject(Request{Pod: testPod(tt.ann), Config: nativeConfig(tt.native)})
+			res, err := Inject(Request{Pod: testPod(tt.ann), Config: testenv.DefaultConfig(tt.native)})
 			if err != nil {
 				t.Fatal(err)
 			}
