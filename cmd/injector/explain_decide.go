@@ -42,6 +42,9 @@ type explainInput struct {
 	// came from.
 	Config     *config.Config
 	ConfigFrom string
+	// Services resolves the Services the pod excludes by name, as the
+	// webhook would (nil: such a pod is refused).
+	Services inject.ServiceResolver
 }
 
 // Verdicts of explain.
@@ -76,7 +79,7 @@ func explainPod(in *explainInput) explanation {
 		nsLabels = map[string]string{} // nil would mean offline to the engine
 	}
 	res, err := inject.Inject(inject.Request{Pod: in.Pod, Namespace: in.Namespace, NamespaceLabels: nsLabels,
-		OwnNamespace: in.OwnNamespace, Config: in.Config})
+		OwnNamespace: in.OwnNamespace, Config: in.Config, Services: in.Services})
 	switch {
 	case err != nil && inject.IsRefused(err):
 		e.Reasons = append(e.Reasons, "engine refuses the pod: "+err.Error())

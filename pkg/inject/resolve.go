@@ -57,6 +57,9 @@ type resolved struct {
 	templates []string
 	// promPort is where Prometheus scrapes the agent.
 	promPort int32
+	// excluded are the Services the pod excludes from the capture and
+	// their addresses (also in capture.excludeCIDRs).
+	excluded []ExcludedService
 }
 
 // probeTiming is a probe's initialDelaySeconds, periodSeconds and
@@ -134,6 +137,10 @@ func resolve(req Request, ns string) (resolved, error) {
 	if r.ns == "" {
 		r.ns = "default"
 	}
+	if r.excluded, err = resolveExcludedServices(req, inNamespace(p.excludeServices, r.ns)); err != nil {
+		return resolved{}, err
+	}
+	r.capture.excludeCIDRs = excludeServiceCIDRs(r.capture.excludeCIDRs, r.excluded)
 	if r.workload.Name == "" {
 		r.workload = deriveWorkload(req.Pod)
 	}
