@@ -11,6 +11,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
@@ -55,6 +56,17 @@ type Options struct {
 	// Decoder decodes pods (default: one for client-go's scheme; Setup's
 	// default: one for the manager's scheme).
 	Decoder admission.Decoder
+
+	// ExcludeServices resolves the Services pods name in
+	// traffic.remora.io/excludeOutboundServices (--exclude-services):
+	// Setup starts informers of Services and EndpointSlices in the
+	// manager's cache and gates readiness on their sync. Off, such a pod
+	// is refused, saying the feature is off.
+	ExcludeServices bool
+	// Services resolves them; Setup's default with ExcludeServices: the
+	// manager's cache, and its API reader for a Service the cache has not
+	// seen yet. Nil: the feature is off.
+	Services *services.Resolver
 }
 
 // NewOptions returns Options holding the server's defaults.
@@ -63,13 +75,16 @@ func NewOptions() *Options {
 }
 
 // AddFlags registers the server's flags --port, --cert-dir and
-// --enable-http2 on fs, with the current values as defaults.
+// --enable-http2, and --exclude-services, on fs, with the current values as
+// defaults.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir,
 		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2,
 		"serve the webhook over HTTP/2 as well as HTTP/1.1 (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
+	fs.BoolVar(&o.ExcludeServices, "exclude-services", o.ExcludeServices,
+		"resolve the Services pods name in traffic.remora.io/excludeOutboundServices to their addresses, from a cache of Services and EndpointSlices (needs list and watch of both, get of Services); off: such a pod is refused")
 }
 
 // Validate reports every invalid server flag, under fldPath.
