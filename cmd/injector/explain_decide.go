@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -127,12 +130,43 @@ func injectedState(in *explainInput, nsLabels map[string]string) (verdict, reaso
 	hashes := fmt.Sprintf("%s=%q, the configuration (%s) has %q", inject.AnnotationConfigHash, info.Hash, in.ConfigFrom, in.Config.Hash)
 	switch v.State {
 	case upgrade.PodUpToDate:
+		if changed := changedServices(in, info); changed != "" {
+			return verdictOutdated + " (" + string(upgrade.ChangeServices) + ")", "outdated, recreate the pod so that the Services it excludes " +
+				"from the capture are resolved again: " + changed
+		}
 		return verdictUpToDate, "up to date: " + hashes
 	case upgrade.PodOutdated:
 		return verdictOutdated + " (" + string(v.Change) + ")", "outdated, recreate the pod to refresh its sidecar: " + hashes
 	default:
 		return verdictUnselected, "no longer selected, recreating the pod removes its sidecar: " + v.Reason
 	}
+}
+
+// changedServices says which Services the pod excludes have addresses it
+// does not exclude ("" when none, or when they cannot be looked up).
+func changedServices(in *explainInput, info *upgrade.PodInfo) string {
+	if in.Services == nil || info.ExcludedServices() == "" {
+		return ""
+	}
+	current, err := upgrade.ResolveServices(context.Background(), []*upgrade.PodInfo{info},
+		func(_ context.Context, ref inject.ServiceRef) ([]netip.Addr, error) {
+			return in.Services.ServiceAddresses(ref)
+		})
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for _, ref := range upgrade.ChangedServices(info, current) {
+		addrs := make([]string, len(current[ref]))
+		for i, a := range current[ref] {
+			addrs[i] = a.String()
+		}
+		parts = append(parts, fmt.Sprintf("Service %s now has %s", ref, strings.Join(addrs, ",")))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, "; ") + " (" + inject.AnnotationExcludedServiceAddresses + "=" + strconv.Quote(info.ExcludedServices()) + ")"
 }
 
 // selectWebhook evaluates the webhooks' namespaceSelector and

@@ -165,6 +165,7 @@ func (o *serveOptions) setupUpgradeController(mgr manager.Manager, watcher *conf
 		RestartNamespaces:     o.restartNamespaces,
 		MaxConcurrentRestarts: o.maxConcurrentRestarts,
 		MaintenanceWindow:     window,
+		ExcludeServices:       o.webhook.ExcludeServices,
 	}); err != nil {
 		return fmt.Errorf("setting up the upgrade controller: %w", err)
 	}
