@@ -24,6 +24,8 @@ type features struct {
 	certManager, upgrade, leader, restarts bool
 	// insecureMetrics is metrics.secure=false.
 	insecureMetrics bool
+	// excludeServices is excludeServices.enabled.
+	excludeServices bool
 	// restartNamespaces is restartOutdated.namespaces.
 	restartNamespaces []string
 }
@@ -42,6 +44,7 @@ func (f features) String() string {
 	add(f.leader, "leader")
 	add(f.restarts, "restarts")
 	add(!f.insecureMetrics, "secure-metrics")
+	add(f.excludeServices, "exclude-services")
 	if len(f.restartNamespaces) > 0 {
 		parts = append(parts, "in-"+strings.Join(f.restartNamespaces, "+"))
 	}
@@ -56,6 +59,7 @@ func (f features) args() []string {
 		"--set", fmt.Sprintf("leaderElection.enabled=%v", f.leader),
 		"--set", fmt.Sprintf("restartOutdated.enabled=%v", f.restarts),
 		"--set", fmt.Sprintf("metrics.secure=%v", !f.insecureMetrics),
+		"--set", fmt.Sprintf("excludeServices.enabled=%v", f.excludeServices),
 	}
 	if len(f.restartNamespaces) > 0 {
 		args = append(args, "--set", "restartOutdated.namespaces={"+strings.Join(f.restartNamespaces, ",")+"}")
@@ -72,7 +76,10 @@ func allFeatureCombinations() []features {
 				for _, rs := range []bool{true, false} {
 					for _, nss := range [][]string{nil, {"shop", "billing"}} {
 						for _, insecure := range []bool{false, true} {
-							out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss, insecureMetrics: insecure})
+							for _, svc := range []bool{false, true} {
+								out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss,
+									insecureMetrics: insecure, excludeServices: svc})
+							}
 						}
 					}
 				}
@@ -90,6 +97,7 @@ var conditions = map[string]func(features) bool{
 	"`upgradeController.enabled and restartOutdated.enabled`": func(f features) bool { return f.upgrade && f.restarts },
 	"`certManager.enabled=false`":                             func(f features) bool { return !f.certManager },
 	"`metrics.secure`":                                        func(f features) bool { return !f.insecureMetrics },
+	"`excludeServices.enabled`":                               func(f features) bool { return f.excludeServices },
 }
 
 // permission is one verb on one resource (and name) in one place: "cluster" or "ns:NAMESPACE".
