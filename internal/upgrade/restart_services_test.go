@@ -26,7 +26,9 @@ import (
 // naming the Service) and restarts it once for the new address (its
 // restarted-for is the hash and a digest of the addresses). The new pods
 // still carry the template's record (no webhook here), so it is not
-// restarted again, until the Service moves once more.
+// restarted again, until the Service moves once more. (Its file sorts before
+// scale_test.go: it runs before TestScale leaves 5,000 pods for the
+// namespace controller to delete.)
 func TestExcludedServiceRecreated(t *testing.T) {
 	c := startCluster(t)
 	c.startControllers(t)
