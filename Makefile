@@ -84,9 +84,11 @@ bench: ## Run the benchmarks with allocation counts (engine, patch, admission si
 
 LOAD_DURATION ?= 20s
 LOAD_SOAK     ?= 60s
+LOAD_PODS     ?= 300
+LOAD_ARGS     ?=
 .PHONY: loadtest
-loadtest: envtest-bins ## Drive injector serve and the floor over HTTPS at c=1 and c=16, then a soak (RSS)
-	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) run ./test/load -duration $(LOAD_DURATION) -concurrency 1,16 -soak $(LOAD_SOAK)
+loadtest: envtest-bins ## Drive injector serve and the floor over HTTPS at c=1 and c=16 (latency, CPU per admission, RSS), create pods with and without the webhook, then a soak; more flags in LOAD_ARGS (go run ./test/load -h)
+	KUBEBUILDER_ASSETS=$(K8SBINS_DIR) $(GO) run ./test/load -duration $(LOAD_DURATION) -concurrency 1,16 -pods $(LOAD_PODS) -soak $(LOAD_SOAK) $(LOAD_ARGS)
 
 N    ?= 20000
 ARGS ?=
