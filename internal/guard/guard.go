@@ -98,12 +98,28 @@ type request struct {
 	Object jsontext.Kind
 }
 
-// readEnvelope reads the envelope's fields from a body already known to be
-// strict JSON, skipping everything else without decoding it.
+// readEnvelope reads the envelope's fields from body, skipping everything
+// else without decoding it. Its decoder validates every byte as strict JSON
+// as it goes (UTF-8, no duplicate object names anywhere, one value and
+// nothing after it), so a body it accepts is strict JSON; for one it
+// refuses, checkJSON tells whether the JSON or the envelope is wrong.
 func readEnvelope(body []byte) (envelope, error) {
 	var env envelope
 	dec := jsontext.NewDecoder(bytes.NewReader(body))
-	err := readObject(dec, func(name string) error {
+	if err := readEnvelopeObject(dec, &env); err != nil {
+		return envelope{}, err
+	}
+	switch _, err := dec.ReadToken(); {
+	case err == nil:
+		return envelope{}, errors.New("more than one JSON value")
+	case !errors.Is(err, io.EOF):
+		return envelope{}, fmt.Errorf("after the AdmissionReview: %w", err)
+	}
+	return env, nil
+}
+
+func readEnvelopeObject(dec *jsontext.Decoder, env *envelope) error {
+	return readObject(dec, func(name string) error {
 		switch name {
 		case "apiVersion":
 			return readString(dec, name, &env.APIVersion)
@@ -128,7 +144,6 @@ func readEnvelope(body []byte) (envelope, error) {
 		}
 		return dec.SkipValue()
 	})
-	return env, err
 }
 
 // readObject reads a JSON object, calling member for each name with the
@@ -229,12 +244,14 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, http.StatusBadRequest, ReasonBodyRead, "reading the request body: "+err.Error())
 		return
 	}
-	if msg := checkJSON(body); msg != "" {
-		g.refuse(w, http.StatusBadRequest, ReasonInvalidJSON, msg)
-		return
-	}
+	// One strict pass reads the envelope and validates the whole body;
+	// only a body it refuses is looked at again, to say what is wrong.
 	env, err := readEnvelope(body)
 	if err != nil {
+		if msg := checkJSON(body); msg != "" {
+			g.refuse(w, http.StatusBadRequest, ReasonInvalidJSON, msg)
+			return
+		}
 		g.refuse(w, http.StatusBadRequest, ReasonEnvelope, "the body is not an AdmissionReview: "+err.Error())
 		return
 	}

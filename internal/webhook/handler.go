@@ -17,11 +17,11 @@ import (
 	"net/http"
 	"time"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -66,17 +66,14 @@ type Handler struct {
 var _ admission.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler, or an error naming a missing option. It reads
-// the handler's options only (Config, Namespaces, Uncached, OwnNamespace,
-// Decoder), not the server's.
+// the handler's options only (Config, Namespaces, Uncached, OwnNamespace),
+// not the server's.
 func NewHandler(opts Options) (*Handler, error) {
 	if opts.Config == nil {
 		return nil, errors.New("webhook: Options.Config is required")
 	}
 	if opts.Namespaces == nil {
 		return nil, errors.New("webhook: Options.Namespaces is required")
-	}
-	if opts.Decoder == nil {
-		opts.Decoder = admission.NewDecoder(clientgoscheme.Scheme)
 	}
 	return &Handler{opts: opts}, nil
 }
@@ -155,7 +152,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
 	}
 	pod := &corev1.Pod{}
-	if err := h.opts.Decoder.Decode(req, pod); err != nil {
+	if err := decodePod(req.Object.Raw, pod); err != nil {
 		err = fmt.Errorf("decoding the pod: %w", err)
 		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
 	}
@@ -199,7 +196,26 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		err = fmt.Errorf("building the patch: %w", err)
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	}
-	return outcome{resp: admission.Patched("", ops...), result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
+	resp, err := patchedResponse(ops)
+	if err != nil {
+		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
+	}
+	return outcome{resp: resp, result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
+}
+
+var jsonPatchType = admissionv1.PatchTypeJSONPatch
+
+// patchedResponse is admission.Patched("", ops...) with the patch already encoded
+// (patch.Marshal, one pass): Response.Complete leaves a response without
+// Patches as it is.
+func patchedResponse(ops []jsonpatch.Operation) (admission.Response, error) {
+	b, err := patch.Marshal(ops)
+	if err != nil {
+		return admission.Response{}, err
+	}
+	resp := admission.Allowed("")
+	resp.Patch, resp.PatchType = b, &jsonPatchType
+	return resp, nil
 }
 
 // namespaceLabels returns the labels of namespace ns from the cache, or from

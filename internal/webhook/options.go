@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/remora-mesh/remora/pkg/config"
 )
@@ -24,7 +23,7 @@ var DefaultCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-
 // Options configure the webhook. Port, CertDir and EnableHTTP2 configure its
 // server: they are flags (AddFlags, Validate) and build the manager's
 // webhook server (Server). The others are the handler's inputs: NewHandler
-// reads only those, and Setup fills Namespaces, Uncached and Decoder from the
+// reads only those, and Setup fills Namespaces and Uncached from the
 // manager when they are nil.
 type Options struct {
 	// Port is the port the webhook server listens on (--port).
@@ -52,9 +51,6 @@ type Options struct {
 	Uncached client.Reader
 	// OwnNamespace is the injector's namespace; it is never injected.
 	OwnNamespace string
-	// Decoder decodes pods (default: one for client-go's scheme; Setup's
-	// default: one for the manager's scheme).
-	Decoder admission.Decoder
 }
 
 // NewOptions returns Options holding the server's defaults.

@@ -42,9 +42,6 @@ func Setup(mgr manager.Manager, opts Options) error {
 	if opts.Uncached == nil {
 		opts.Uncached = mgr.GetAPIReader()
 	}
-	if opts.Decoder == nil {
-		opts.Decoder = admission.NewDecoder(mgr.GetScheme())
-	}
 	handler, err := NewHandler(opts)
 	if err != nil {
 		return fmt.Errorf("creating the admission handler: %w", err)
@@ -56,7 +53,7 @@ func Setup(mgr manager.Manager, opts Options) error {
 		return fmt.Errorf("creating the namespace informer: %w", err)
 	}
 
-	hook := guard.New(&admission.Webhook{Handler: handler}, guard.Options{Log: log.Log.WithName("guard")})
+	hook := guard.New(&admission.Webhook{Handler: handler, LogConstructor: requestLogger}, guard.Options{Log: log.Log.WithName("guard")})
 	server := mgr.GetWebhookServer()
 	server.Register(Path, hook)
 	server.Register(PathPrefix, hook)
