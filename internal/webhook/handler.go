@@ -190,7 +190,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		err = fmt.Errorf("injecting the pod: %w", err)
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	case !res.Injected:
-		return outcome{resp: admission.Allowed(res.Message), result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
+		resp := admission.Allowed(res.Message)
+		resp.Warnings = res.Warnings
+		return outcome{resp: resp, result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
 	}
 	// The patch is built from the fields injection changed; it equals
 	// PatchResponseFromRaw's generic diff in effect (internal/patch proves it).
@@ -199,7 +201,9 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		err = fmt.Errorf("building the patch: %w", err)
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	}
-	return outcome{resp: admission.Patched("", ops...), result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
+	resp := admission.Patched("", ops...)
+	resp.Warnings = res.Warnings // shown by kubectl; nil for most pods
+	return outcome{resp: resp, result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
 }
 
 // namespaceLabels returns the labels of namespace ns from the cache, or from
