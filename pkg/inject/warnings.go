@@ -39,7 +39,7 @@ var deprecatedAnnotations = [...]struct{ name, instead string }{
 	{"sidecar.istio.io/statsInclusionSuffixes", "use proxyStatsMatcher in " + AnnotationProxyConfig},
 	{"sidecar.istio.io/statsInclusionRegexps", "use proxyStatsMatcher in " + AnnotationProxyConfig},
 	{"sidecar.istio.io/extraStatTags", "use extraStatTags in " + AnnotationProxyConfig},
-	{"sidecar.istio.io/statsCompression", "Istio no longer documents a replacement"},
+	{"sidecar.istio.io/statsCompression", "Istio names no replacement"},
 }
 
 // deprecationWarnings warns of each deprecated annotation the pod sets, or,

@@ -65,7 +65,7 @@ func TestWarnings(t *testing.T) {
 				"annotation sidecar.istio.io/discoveryAddress is deprecated: use discoveryAddress in proxy.istio.io/config",
 				"annotation sidecar.istio.io/statsInclusionPrefixes is deprecated: use proxyStatsMatcher in proxy.istio.io/config",
 				"annotation sidecar.istio.io/extraStatTags is deprecated: use extraStatTags in proxy.istio.io/config",
-				"annotation sidecar.istio.io/statsCompression is deprecated: Istio no longer documents a replacement",
+				"annotation sidecar.istio.io/statsCompression is deprecated: Istio names no replacement",
 			}},
 		{name: "a deprecated annotation on a skipped pod", cfg: classic, nsLabels: enabled,
 			ann:  map[string]string{AnnotationInject: "false"},
