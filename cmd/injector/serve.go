@@ -28,7 +28,8 @@ const leaderElectionID = "remora-injector-leader"
 // serveOptions are the flags of injector serve.
 type serveOptions struct {
 	clusterOptions
-	// webhook holds --port, --cert-dir and --enable-http2; run adds the
+	// webhook holds --port, --cert-dir, --enable-http2 and the workload
+	// Events flags (--workload-events, --workload-event-interval); run adds the
 	// configuration and the own namespace.
 	webhook           webhook.Options
 	configDir         string

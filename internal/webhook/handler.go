@@ -2,7 +2,10 @@
 // decodes the pod of an AdmissionReview, looks up its namespace's labels in
 // the manager's cache, runs the pure injection engine (pkg/inject) with the
 // current configuration and answers with a JSON patch computed from the raw
-// original and the injected pod. It also defines the injection metrics.
+// original and the injected pod, with the engine's warnings (kubectl prints
+// them). It also defines the injection metrics, and the Events (events.go)
+// that tell a workload's owner of the pods refused, or skipped against their
+// own request, off the admission path.
 //
 // Setup registers it, behind internal/guard, on the manager's webhook server
 // (controller-runtime's, built by Options.Server), which owns TLS,
@@ -11,6 +14,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +65,9 @@ var (
 // Handler injects pods on admission. It implements admission.Handler.
 type Handler struct {
 	opts Options
+	// events, when not nil, is told of the pods whose owner should hear of
+	// their admission (Setup sets it with Options.WorkloadEvents).
+	events *workloadEvents
 }
 
 var _ admission.Handler = (*Handler)(nil)
@@ -86,6 +93,10 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	o := h.handle(ctx, req)
 	injectionsTotal.WithLabelValues(o.result, string(o.reason)).Inc()
 	injectionDuration.Observe(time.Since(start).Seconds())
+	if o.event != "" && h.events != nil && (req.DryRun == nil || !*req.DryRun) {
+		h.events.report(notice{reason: o.event, namespace: cmp.Or(req.Namespace, o.pod.Namespace), pod: o.pod.Name,
+			owners: o.pod.OwnerReferences, refused: o.err, skipped: o.reason})
+	}
 
 	// admission.Webhook's logger already carries the request's uid
 	// (requestID), namespace, name and user.
@@ -132,6 +143,9 @@ type outcome struct {
 	message string
 	err     error
 	pod     *corev1.Pod
+	// event is the reason of the Event to write on the pod's workload, if
+	// any (events.go).
+	event string
 }
 
 func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
@@ -182,12 +196,22 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 	case inject.IsRefused(err):
 		// An invalid annotation, or a pod that cannot be injected as it is:
 		// the user's to fix; the message names what and why.
-		return outcome{resp: admission.Denied(err.Error()), result: ResultDenied, reason: inject.ReasonInvalidAnnotations, err: err, pod: pod}
+		event := EventNotInjectable
+		if ae := (*inject.AnnotationError)(nil); errors.As(err, &ae) {
+			event = EventInvalidAnnotation
+		}
+		return outcome{resp: admission.Denied(err.Error()), result: ResultDenied, reason: inject.ReasonInvalidAnnotations, err: err, pod: pod, event: event}
 	case err != nil:
 		err = fmt.Errorf("injecting the pod: %w", err)
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	case !res.Injected:
-		return outcome{resp: admission.Allowed(res.Message), result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
+		resp := admission.Allowed(res.Message)
+		resp.Warnings = res.Warnings
+		o := outcome{resp: resp, result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
+		if res.OptInIgnored {
+			o.event = EventOptInIgnored
+		}
+		return o
 	}
 	// The patch is built from the fields injection changed; it equals
 	// PatchResponseFromRaw's generic diff in effect (internal/patch proves it).
@@ -200,6 +224,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 	if err != nil {
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	}
+	resp.Warnings = res.Warnings // shown by kubectl; nil for most pods
 	return outcome{resp: resp, result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
 }
 

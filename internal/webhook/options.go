@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -22,8 +23,9 @@ var DefaultCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-
 
 // Options configure the webhook. Port, CertDir and EnableHTTP2 configure its
 // server: they are flags (AddFlags, Validate) and build the manager's
-// webhook server (Server). The others are the handler's inputs: NewHandler
-// reads only those, and Setup fills Namespaces and Uncached from the
+// webhook server (Server); WorkloadEvents and WorkloadEventInterval are flags
+// that Setup reads. The others are the handler's inputs: NewHandler reads
+// only those, and Setup fills Namespaces and Uncached from the
 // manager when they are nil.
 type Options struct {
 	// Port is the port the webhook server listens on (--port).
@@ -34,6 +36,14 @@ type Options struct {
 	// EnableHTTP2 serves HTTP/2 as well as HTTP/1.1 (--enable-http2); off by
 	// default because of HTTP/2 rapid reset, CVE-2023-44487.
 	EnableHTTP2 bool
+	// WorkloadEvents writes an Event on the workload that owns a pod the
+	// webhook refuses, or skips although it asks for a sidecar
+	// (--workload-events; Setup reads it). It needs create and patch on
+	// events.k8s.io Events and get on ReplicaSets and Jobs.
+	WorkloadEvents bool
+	// WorkloadEventInterval is how long one Event of a reason stands for a
+	// workload's later ones (--workload-event-interval).
+	WorkloadEventInterval time.Duration
 
 	// Config returns the configuration in effect (configwatch.Watcher.Current).
 	// It is called once per admission and must not return nil. Whether
@@ -55,20 +65,26 @@ type Options struct {
 
 // NewOptions returns Options holding the server's defaults.
 func NewOptions() *Options {
-	return &Options{Port: DefaultPort, CertDir: DefaultCertDir}
+	return &Options{Port: DefaultPort, CertDir: DefaultCertDir, WorkloadEvents: true, WorkloadEventInterval: DefaultWorkloadEventInterval}
 }
 
-// AddFlags registers the server's flags --port, --cert-dir and
-// --enable-http2 on fs, with the current values as defaults.
+// AddFlags registers the webhook's flags --port, --cert-dir,
+// --enable-http2, --workload-events and --workload-event-interval on fs,
+// with the current values as defaults.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir,
 		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2,
 		"serve the webhook over HTTP/2 as well as HTTP/1.1 (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
+	fs.BoolVar(&o.WorkloadEvents, "workload-events", o.WorkloadEvents,
+		"write an Event on the workload (Deployment, StatefulSet, DaemonSet, Job, CronJob, or the pod) of a pod the webhook refuses, "+
+			"or skips although it asks for a sidecar; needs create on events.k8s.io Events and get on ReplicaSets and Jobs")
+	fs.DurationVar(&o.WorkloadEventInterval, "workload-event-interval", o.WorkloadEventInterval,
+		"at most one such Event per workload and reason in this interval (per replica)")
 }
 
-// Validate reports every invalid server flag, under fldPath.
+// Validate reports every invalid flag, under fldPath.
 func (o *Options) Validate(fldPath *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if o.Port < 1 || o.Port > 65535 {
@@ -76,6 +92,9 @@ func (o *Options) Validate(fldPath *field.Path) field.ErrorList {
 	}
 	if o.CertDir == "" {
 		errs = append(errs, field.Required(fldPath.Child("cert-dir"), ""))
+	}
+	if o.WorkloadEvents && o.WorkloadEventInterval <= 0 {
+		errs = append(errs, field.Invalid(fldPath.Child("workload-event-interval"), o.WorkloadEventInterval.String(), "must be positive"))
 	}
 	return errs
 }

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,7 +33,10 @@ const (
 //   - the namespace metadata informer, started with the manager's cache so
 //     that admissions read namespace labels from memory;
 //   - the readiness checks "webhook" (the server is serving) and
-//     "namespace-cache" (the informer has synced).
+//     "namespace-cache" (the informer has synced);
+//   - with WorkloadEvents, the worker that writes Events on the workloads of
+//     refused pods (events.go), with the manager's Event recorder and
+//     uncached reader, on every replica.
 //
 // Every replica serves admissions; nothing here waits for leadership.
 func Setup(mgr manager.Manager, opts Options) error {
@@ -51,6 +55,15 @@ func Setup(mgr manager.Manager, opts Options) error {
 	nsInformer, err := mgr.GetCache().GetInformer(context.Background(), namespaceMetadata(), cache.BlockUntilSynced(false))
 	if err != nil {
 		return fmt.Errorf("creating the namespace informer: %w", err)
+	}
+
+	if opts.WorkloadEvents {
+		interval := cmp.Or(opts.WorkloadEventInterval, DefaultWorkloadEventInterval)
+		handler.events = newWorkloadEvents(mgr.GetEventRecorder(EventsController), mgr.GetAPIReader(), interval,
+			log.Log.WithName("workload-events"))
+		if err := mgr.Add(handler.events); err != nil {
+			return fmt.Errorf("adding the workload Events: %w", err)
+		}
 	}
 
 	hook := guard.New(&admission.Webhook{Handler: handler, LogConstructor: requestLogger}, guard.Options{Log: log.Log.WithName("guard")})

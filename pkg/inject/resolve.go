@@ -57,6 +57,8 @@ type resolved struct {
 	templates []string
 	// promPort is where Prometheus scrapes the agent.
 	promPort int32
+	// warnings are the pod's admission warnings (warnings.go).
+	warnings warnings
 }
 
 // probeTiming is a probe's initialDelaySeconds, periodSeconds and
@@ -151,6 +153,8 @@ func resolve(req Request, ns string) (resolved, error) {
 			r.captureGID = pick(c.SecurityContext.RunAsGroup, r.captureGID)
 		}
 	}
+	deprecationWarnings(&r.warnings, req.Pod.Annotations, req.Pod.Labels)
+	modeWarnings(&r.warnings, req.Pod.Annotations, s, &cfg.Mesh, &r)
 	return r, nil
 }
 
