@@ -53,6 +53,7 @@ func main() {
 	flag.DurationVar(&o.soak, "soak", 0, "after the runs, drive injector serve at the highest concurrency this long and report its RSS every 10s")
 	flag.StringVar(&o.request, "request", testenv.ReviewFile, "the AdmissionReview to send (each gets a fresh uid)")
 	flag.IntVar(&o.pods, "pods", 300, "pods to create through the API server with the webhook and as many without it (0: skip)")
+	flag.IntVar(&o.rounds, "rounds", 5, "split each -duration into this many rounds, the servers taking turns, and report each figure's median over the rounds")
 	flag.BoolVar(&o.pin, "pin", true, "with 2 or more CPUs, run both servers on CPU 0 and everything else on the other CPUs")
 	flag.StringVar(&o.baseline, "baseline", "", "also drive this injector binary (an earlier build, same flags but no --pprof-bind-address), as \"baseline\", in the same run")
 	flag.StringVar(&o.pprofDir, "pprof-dir", "", "write a CPU and an allocation profile of injector serve under load at the highest concurrency into this directory (serve runs with --pprof-bind-address)")
@@ -71,6 +72,7 @@ type options struct {
 	levels         string
 	request        string
 	pods           int
+	rounds         int
 	pin            bool
 	pprofDir       string
 	baseline       string
@@ -102,8 +104,9 @@ func run(o options) error {
 		}
 		cs = append(cs, n)
 	}
-	if o.duration <= 0 || o.duration > 10*time.Minute || o.soak < 0 || o.soak > 30*time.Minute || o.pods < 0 || o.pods > 10000 {
-		return fmt.Errorf("-duration must be in (0, 10m], -soak in [0, 30m] and -pods in [0, 10000]")
+	if o.duration <= 0 || o.duration > 10*time.Minute || o.soak < 0 || o.soak > 30*time.Minute || o.pods < 0 || o.pods > 10000 ||
+		o.rounds < 1 || o.duration/time.Duration(max(o.rounds, 1)) < time.Second {
+		return fmt.Errorf("-duration must be in (0, 10m], -soak in [0, 30m], -pods in [0, 10000] and -rounds at least 1, with rounds of at least 1s")
 	}
 	tmp, err := os.MkdirTemp("", "remora-load-")
 	if err != nil {
@@ -197,11 +200,18 @@ func run(o options) error {
 		fmt.Printf("servers on CPU %s (GOMAXPROCS follows), load generator, API server and etcd on CPUs %s\n", serverCPUs, otherCPUs)
 	}
 
+	fmt.Printf("each figure is the median of %d rounds of %s per server, the servers taking turns within each round\n", o.rounds, o.duration/time.Duration(o.rounds))
 	fmt.Printf("%-15s %4s %10s %9s %9s %9s %7s %12s %10s\n", "server", "c", "adm/s", "p50", "p90", "p99", "errors", "CPU/adm", "peak RSS")
 	results := map[string]map[int]result{}
 	for _, n := range cs {
+		rounds := map[string][]result{}
+		for range o.rounds {
+			for _, s := range servers {
+				rounds[s.name] = append(rounds[s.name], drive(s, tlsCfg, body, n, o.duration/time.Duration(o.rounds)))
+			}
+		}
 		for _, s := range servers {
-			r := drive(s, tlsCfg, body, n, o.duration)
+			r := medianOf(rounds[s.name])
 			if results[s.name] == nil {
 				results[s.name] = map[int]result{}
 			}
@@ -346,6 +356,38 @@ func driveUntil(s *server, tlsCfg *tls.Config, body []byte, n int, stop *atomic.
 	elapsed := time.Since(start)
 	p := percentiles(lat)
 	return result{count: len(lat), errors: errs, rate: float64(len(lat)) / elapsed.Seconds(), p50: p[0], p90: p[1], p99: p[2]}
+}
+
+// medianOf is the median of each figure over the rounds rs; errors add up
+// and the peak RSS is the highest.
+func medianOf(rs []result) result {
+	med := func(f func(r result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	dur := func(f func(r result) time.Duration) time.Duration {
+		return time.Duration(med(func(r result) float64 { return float64(f(r)) })).Round(10 * time.Microsecond)
+	}
+	out := result{
+		rate:            med(func(r result) float64 { return r.rate }),
+		p50:             dur(func(r result) time.Duration { return r.p50 }),
+		p90:             dur(func(r result) time.Duration { return r.p90 }),
+		p99:             dur(func(r result) time.Duration { return r.p99 }),
+		cpuPerAdmission: time.Duration(med(func(r result) float64 { return float64(r.cpuPerAdmission) })),
+	}
+	for _, r := range rs {
+		out.count += r.count
+		out.errors += r.errors
+		out.peakRSS = max(out.peakRSS, r.peakRSS)
+	}
+	return out
 }
 
 // percentiles sorts lat and returns its 50th, 90th and 99th percentiles.
