@@ -2,6 +2,12 @@
 # Every target has a "## help" comment; `make help` lists them.
 
 GO          ?= go
+# Every Go build here is static: the injector and the test images (they run from scratch images), the suites'
+# builds, the tools and the control plane (upstream builds every Kubernetes binary, kubelet included since
+# 1.36, with CGO_ENABLED=0). One build configuration means a cold machine compiles each package once: with
+# cgo on by default, the suites that build static binaries compiled all of client-go and controller-runtime a
+# second time.
+export CGO_ENABLED ?= 0
 BIN         := $(CURDIR)/bin
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.1.0-dev)
 LDFLAGS     := -s -w -X github.com/remora-mesh/remora/pkg/version.Version=$(VERSION)
