@@ -97,6 +97,10 @@ func explainPod(in *explainInput) explanation {
 		e.Reasons = append(e.Reasons, fmt.Sprintf("engine skips the pod (%s): %s", res.Reason, res.Message))
 		e.Verdict = verdictNotInjected
 	}
+	for _, w := range res.Warnings {
+		// What kubectl would print as "Warning: ..." on the pod's creation.
+		e.Reasons = append(e.Reasons, "warning: "+w)
+	}
 	if res.Reason == inject.ReasonAlreadyInjected {
 		verdict, reason := injectedState(in, nsLabels)
 		e.Verdict = verdict

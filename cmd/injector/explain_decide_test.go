@@ -190,6 +190,16 @@ func TestExplainPod(t *testing.T) {
 			verdict: verdictNotInjected,
 			reasons: []string{"webhook all.example.com (MutatingWebhookConfiguration custom) is called",
 				`engine skips the pod (namespace-disabled): namespace "shop" has istio-injection=disabled`}},
+		{name: "namespace disabled, the pod asks for a sidecar: a warning", webhooks: everything, ns: nsLabels(inject.LabelNamespaceInject, "disabled"),
+			pod:     explainTestPod(func(p *corev1.Pod) { p.Labels[inject.LabelInject] = "true" }),
+			verdict: verdictNotInjected,
+			reasons: []string{"(namespace-disabled)", "warning: sidecar.istio.io/inject=true has no effect: not injected (namespace istio-injection=disabled)"}},
+		{name: "a deprecated annotation: a warning", webhooks: chart, ns: enabled,
+			pod: explainTestPod(func(p *corev1.Pod) {
+				p.Annotations = map[string]string{inject.AnnotationKubevirtInterfaces: "k6t-eth0"}
+			}),
+			verdict: verdictWouldInject,
+			reasons: []string{"engine injects", "warning: annotation traffic.sidecar.istio.io/kubevirtInterfaces is deprecated: use istio.io/reroute-virtual-interfaces"}},
 		{name: "revision mismatch", webhooks: everything, ns: nsLabels(inject.LabelRevision, "canary"), pod: explainTestPod(nil),
 			verdict: verdictNotInjected,
 			reasons: []string{"is called", `engine skips the pod (other-revision): namespace "shop" selects revision "canary", this injector serves "default"`}},

@@ -234,14 +234,10 @@ func admit(t *testing.T, cfg func() *config.Config, namespaces client.Reader, po
 		Operation: admissionv1.Create,
 		Object:    runtime.RawExtension{Raw: raw},
 	}})
-	if !resp.Allowed || len(resp.Patches) == 0 {
+	if !resp.Allowed || len(resp.Patch) == 0 {
 		t.Fatalf("not injected: %+v", resp.Result)
 	}
-	ops, err := json.Marshal(resp.Patches)
-	if err != nil {
-		t.Fatal(err)
-	}
-	patch, err := jsonpatch.DecodePatch(ops)
+	patch, err := jsonpatch.DecodePatch(resp.Patch)
 	if err != nil {
 		t.Fatal(err)
 	}

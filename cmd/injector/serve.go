@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -27,7 +28,8 @@ const leaderElectionID = "remora-injector-leader"
 // serveOptions are the flags of injector serve.
 type serveOptions struct {
 	clusterOptions
-	// webhook holds --port, --cert-dir and --enable-http2; run adds the
+	// webhook holds --port, --cert-dir, --enable-http2 and the workload
+	// Events flags (--workload-events, --workload-event-interval); run adds the
 	// configuration and the own namespace.
 	webhook           webhook.Options
 	configDir         string
@@ -35,6 +37,7 @@ type serveOptions struct {
 	metricsSecure     bool
 	metricsCertDir    string
 	probeAddr         string
+	pprofAddr         string
 	namespace         string
 	leaderElect       bool
 	shutdownDelay     time.Duration
@@ -107,6 +110,7 @@ func (o *serveOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve /metrics over HTTPS and let only callers the API server authenticates (TokenReview) and authorizes for get on the non-resource URL /metrics (SubjectAccessReview) read it; false serves plain HTTP to anyone who can connect")
 	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory with tls.crt and tls.key for the HTTPS /metrics endpoint, reloaded when they change; empty: a self-signed certificate generated at start (with --metrics-secure)")
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	f.StringVar(&o.pprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof/ profiling endpoints, unauthenticated: bind it to loopback (127.0.0.1:6060) and reach it with kubectl port-forward; empty: off")
 	f.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the injector's own namespace: never injected, holds the leader election Lease and the self-managed certificate Secret (default $POD_NAMESPACE)")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader among the replicas (Lease "+leaderElectionID+" in --namespace) for the companion controller's work; admissions are served by every replica")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, report not-ready and keep serving this long before closing the listener, so that the Service's endpoints drop this replica first")
@@ -155,6 +159,11 @@ func (o *serveOptions) validate() field.ErrorList {
 	}
 	if o.memoryLimitRatio <= 0 || o.memoryLimitRatio > 1 {
 		errs = append(errs, field.Invalid(root.Child("memory-limit-ratio"), o.memoryLimitRatio, "must be in (0, 1]"))
+	}
+	if o.pprofAddr != "" {
+		if _, _, err := net.SplitHostPort(o.pprofAddr); err != nil {
+			errs = append(errs, field.Invalid(root.Child("pprof-bind-address"), o.pprofAddr, "must be host:port, such as 127.0.0.1:6060"))
+		}
 	}
 	if o.maxConcurrentRestarts < 1 {
 		errs = append(errs, field.Invalid(root.Child("max-concurrent-restarts"), o.maxConcurrentRestarts, "must be at least 1"))

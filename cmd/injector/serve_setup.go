@@ -85,6 +85,7 @@ func (o *serveOptions) newManager(restCfg *rest.Config) (manager.Manager, error)
 		Scheme:                        scheme,
 		Metrics:                       o.metricsOptions(),
 		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
 		WebhookServer:                 o.webhook.Server(),
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              leaderElectionID,

@@ -20,6 +20,7 @@ func TestServeFlags(t *testing.T) {
 		"config-dir":                "",
 		"metrics-bind-address":      ":8080",
 		"health-probe-bind-address": ":8081",
+		"pprof-bind-address":        "",
 		"namespace":                 "remora-system",
 		"revision":                  "",
 		"native-sidecars":           "auto",
@@ -77,6 +78,8 @@ func TestServeValidate(t *testing.T) {
 		{name: "memory limit ratio above 1", mutate: func(o *serveOptions) { o.memoryLimitRatio = 1.5 }, errs: []string{"serve.memory-limit-ratio"}},
 		{name: "memory limit ratio zero", mutate: func(o *serveOptions) { o.memoryLimitRatio = 0 }, errs: []string{"serve.memory-limit-ratio"}},
 		{name: "leader election without namespace", mutate: func(o *serveOptions) { o.leaderElect = true }, errs: []string{"--leader-elect"}},
+		{name: "pprof on loopback", mutate: func(o *serveOptions) { o.pprofAddr = "127.0.0.1:6060" }},
+		{name: "pprof address without a port", mutate: func(o *serveOptions) { o.pprofAddr = "localhost" }, errs: []string{"serve.pprof-bind-address"}},
 		{name: "leader election with namespace", mutate: func(o *serveOptions) { o.leaderElect, o.namespace = true, "remora-system" }},
 		{
 			name:   "self-managed certs need a namespace and names",

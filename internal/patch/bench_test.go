@@ -52,3 +52,30 @@ func BenchmarkPatchGeneric(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMarshal encodes the reference pod's patch in one pass, side by
+// side with encoding/json through jsonpatch.Operation's MarshalJSON (what
+// controller-runtime's Response.Complete does).
+func BenchmarkMarshal(b *testing.B) {
+	raw, orig, injected := benchPods(b)
+	ops, err := patch.Operations(raw, orig, injected)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("one-pass", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := patch.Marshal(ops); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("operation-marshaljson", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(ops); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

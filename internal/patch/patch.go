@@ -27,6 +27,36 @@ func Operations(raw []byte, orig, injected *corev1.Pod) ([]jsonpatch.Operation, 
 	return generic(raw, injected)
 }
 
+// wireOp is an operation as JSON Patch writes it (RFC 6902). Value is left
+// out when nil: only remove operations have none (an add or replace of a
+// nil value gets json null, as jsonpatch.Operation's MarshalJSON writes it).
+type wireOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value,omitempty"`
+}
+
+var jsonNull = json.RawMessage("null")
+
+// Marshal encodes ops as the JSON patch document, in one pass. It writes
+// what json.Marshal(ops) writes, but without jsonpatch.Operation's
+// MarshalJSON, which encodes each operation on its own and makes
+// encoding/json validate and compact every operation's bytes a second time.
+func Marshal(ops []jsonpatch.Operation) ([]byte, error) {
+	wire := make([]wireOp, len(ops))
+	for i, op := range ops {
+		wire[i] = wireOp{Op: op.Operation, Path: op.Path, Value: op.Value}
+		if op.Value == nil && (op.Operation == "add" || op.Operation == "replace") {
+			wire[i].Value = jsonNull
+		}
+	}
+	b, err := json.Marshal(wire)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the patch: %w", err)
+	}
+	return b, nil
+}
+
 // Generic diffs the raw object against the injected pod's JSON, as
 // controller-runtime's PatchResponseFromRaw does.
 func Generic(raw []byte, injected *corev1.Pod) ([]jsonpatch.Operation, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/remora-mesh/remora/internal/manifest"
@@ -88,6 +89,7 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 			}
 			got := canonical(t, apply(t, raw, ops))
 			want := canonical(t, injected)
+			checkMarshal(t, filepath.Base(f), raw, ops, want)
 			if got != want {
 				t.Errorf("%s: patched pod differs from the injected pod", filepath.Base(f))
 			}
@@ -95,6 +97,7 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkMarshal(t, filepath.Base(f)+" (generic diff)", raw, generic, want)
 			if g := canonical(t, apply(t, raw, generic)); g != got {
 				t.Errorf("%s: direct and generic patches give different pods", filepath.Base(f))
 			}
@@ -107,6 +110,58 @@ func TestPatchEqualsGenericDiff(t *testing.T) {
 	t.Logf("%d injected pods, %d patched directly", total, direct)
 	if total < 50 || direct < total*9/10 {
 		t.Fatalf("too few cases (%d) or direct patches (%d)", total, direct)
+	}
+}
+
+// checkMarshal: Marshal writes the same JSON document as encoding/json with
+// jsonpatch's own MarshalJSON, and applying it gives want.
+func checkMarshal(t *testing.T, name string, raw []byte, ops []jsonpatch.Operation, want string) {
+	t.Helper()
+	b, err := patch.Marshal(ops)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	ref, err := json.Marshal(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if canonical(t, b) != canonical(t, ref) {
+		t.Errorf("%s: Marshal wrote\n%s\nencoding/json writes\n%s", name, b, ref)
+	}
+	p, err := jsonpatch5.DecodePatch(b)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	out, err := p.Apply(raw)
+	if err != nil {
+		t.Fatalf("%s: applying the marshalled patch: %v", name, err)
+	}
+	if canonical(t, out) != want {
+		t.Errorf("%s: the marshalled patch does not give the injected pod", name)
+	}
+}
+
+// TestMarshalNullValues: an add or replace of a nil value is written with
+// "value": null, as jsonpatch writes it; a remove has no value.
+func TestMarshalNullValues(t *testing.T) {
+	ops := []jsonpatch.Operation{
+		jsonpatch.NewOperation("add", "/spec/dnsConfig", nil),
+		jsonpatch.NewOperation("replace", "/metadata/labels/a", nil),
+		jsonpatch.NewOperation("remove", "/spec/volumes", nil),
+		jsonpatch.NewOperation("add", "/metadata/labels/a~1b", "<x&y>"),
+	}
+	b, err := patch.Marshal(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"op":"add","path":"/spec/dnsConfig","value":null},{"op":"replace","path":"/metadata/labels/a","value":null},` +
+		`{"op":"remove","path":"/spec/volumes"},{"op":"add","path":"/metadata/labels/a~1b","value":"\u003cx\u0026y\u003e"}]`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+	ref, _ := json.Marshal(ops)
+	if canonical(t, b) != canonical(t, ref) {
+		t.Errorf("differs from encoding/json's %s", ref)
 	}
 }
 

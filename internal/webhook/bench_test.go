@@ -113,7 +113,7 @@ func BenchmarkAdmission(b *testing.B) {
 			b.Fatal(err)
 		}
 		resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *ar.Request})
-		if len(resp.Patches) == 0 {
+		if len(resp.Patch) == 0 {
 			b.Fatalf("%s: not injected: %v", name, resp.Result)
 		}
 		floor := &admission.Webhook{Handler: &floorHandler{decoder: decoder, resp: resp}}

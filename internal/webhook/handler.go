@@ -2,7 +2,10 @@
 // decodes the pod of an AdmissionReview, looks up its namespace's labels in
 // the manager's cache, runs the pure injection engine (pkg/inject) with the
 // current configuration and answers with a JSON patch computed from the raw
-// original and the injected pod. It also defines the injection metrics.
+// original and the injected pod, with the engine's warnings (kubectl prints
+// them). It also defines the injection metrics, and the Events (events.go)
+// that tell a workload's owner of the pods refused, or skipped against their
+// own request, off the admission path.
 //
 // Setup registers it, behind internal/guard, on the manager's webhook server
 // (controller-runtime's, built by Options.Server), which owns TLS,
@@ -11,17 +14,18 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -61,22 +65,22 @@ var (
 // Handler injects pods on admission. It implements admission.Handler.
 type Handler struct {
 	opts Options
+	// events, when not nil, is told of the pods whose owner should hear of
+	// their admission (Setup sets it with Options.WorkloadEvents).
+	events *workloadEvents
 }
 
 var _ admission.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler, or an error naming a missing option. It reads
 // the handler's options only (Config, Namespaces, Uncached, OwnNamespace,
-// Decoder, Services), not the server's.
+// Services), not the server's.
 func NewHandler(opts Options) (*Handler, error) {
 	if opts.Config == nil {
 		return nil, errors.New("webhook: Options.Config is required")
 	}
 	if opts.Namespaces == nil {
 		return nil, errors.New("webhook: Options.Namespaces is required")
-	}
-	if opts.Decoder == nil {
-		opts.Decoder = admission.NewDecoder(clientgoscheme.Scheme)
 	}
 	return &Handler{opts: opts}, nil
 }
@@ -89,6 +93,10 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	o := h.handle(ctx, req)
 	injectionsTotal.WithLabelValues(o.result, string(o.reason)).Inc()
 	injectionDuration.Observe(time.Since(start).Seconds())
+	if o.event != "" && h.events != nil && (req.DryRun == nil || !*req.DryRun) {
+		h.events.report(notice{reason: o.event, namespace: cmp.Or(req.Namespace, o.pod.Namespace), pod: o.pod.Name,
+			owners: o.pod.OwnerReferences, refused: o.err, skipped: o.reason})
+	}
 
 	// admission.Webhook's logger already carries the request's uid
 	// (requestID), namespace, name and user.
@@ -135,6 +143,9 @@ type outcome struct {
 	message string
 	err     error
 	pod     *corev1.Pod
+	// event is the reason of the Event to write on the pod's workload, if
+	// any (events.go).
+	event string
 }
 
 func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
@@ -155,7 +166,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
 	}
 	pod := &corev1.Pod{}
-	if err := h.opts.Decoder.Decode(req, pod); err != nil {
+	if err := decodePod(req.Object.Raw, pod); err != nil {
 		err = fmt.Errorf("decoding the pod: %w", err)
 		return outcome{resp: admission.Errored(http.StatusBadRequest, err), result: ResultError, reason: ReasonMalformedRequest, err: err}
 	}
@@ -186,12 +197,22 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 	case inject.IsRefused(err):
 		// An invalid annotation, or a pod that cannot be injected as it is:
 		// the user's to fix; the message names what and why.
-		return outcome{resp: admission.Denied(err.Error()), result: ResultDenied, reason: inject.ReasonInvalidAnnotations, err: err, pod: pod}
+		event := EventNotInjectable
+		if ae := (*inject.AnnotationError)(nil); errors.As(err, &ae) {
+			event = EventInvalidAnnotation
+		}
+		return outcome{resp: admission.Denied(err.Error()), result: ResultDenied, reason: inject.ReasonInvalidAnnotations, err: err, pod: pod, event: event}
 	case err != nil:
 		err = fmt.Errorf("injecting the pod: %w", err)
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	case !res.Injected:
-		return outcome{resp: admission.Allowed(res.Message), result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
+		resp := admission.Allowed(res.Message)
+		resp.Warnings = res.Warnings
+		o := outcome{resp: resp, result: ResultSkipped, reason: res.Reason, message: res.Message, pod: pod}
+		if res.OptInIgnored {
+			o.event = EventOptInIgnored
+		}
+		return o
 	}
 	// The patch is built from the fields injection changed; it equals
 	// PatchResponseFromRaw's generic diff in effect (internal/patch proves it).
@@ -200,7 +221,27 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		err = fmt.Errorf("building the patch: %w", err)
 		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
 	}
-	return outcome{resp: admission.Patched("", ops...), result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
+	resp, err := patchedResponse(ops)
+	if err != nil {
+		return outcome{resp: admission.Errored(http.StatusInternalServerError, err), result: ResultError, reason: ReasonInternal, err: err, pod: pod}
+	}
+	resp.Warnings = res.Warnings // shown by kubectl; nil for most pods
+	return outcome{resp: resp, result: ResultInjected, reason: res.Reason, message: res.Message, pod: pod}
+}
+
+var jsonPatchType = admissionv1.PatchTypeJSONPatch
+
+// patchedResponse is admission.Patched("", ops...) with the patch already encoded
+// (patch.Marshal, one pass): Response.Complete leaves a response without
+// Patches as it is.
+func patchedResponse(ops []jsonpatch.Operation) (admission.Response, error) {
+	b, err := patch.Marshal(ops)
+	if err != nil {
+		return admission.Response{}, err
+	}
+	resp := admission.Allowed("")
+	resp.Patch, resp.PatchType = b, &jsonPatchType
+	return resp, nil
 }
 
 // namespaceLabels returns the labels of namespace ns from the cache, or from

@@ -519,3 +519,51 @@ func TestDeniedPodIsLoggedWithoutTheValue(t *testing.T) {
 		t.Errorf("the log line does not name the annotation and the reason: %s", denied)
 	}
 }
+
+// TestHandlerReturnsWarnings checks that the engine's warnings reach the
+// AdmissionReview's response (the API server passes them to the client,
+// which kubectl prints), on injected and on skipped pods, and that a pod
+// without any gets none.
+func TestHandlerReturnsWarnings(t *testing.T) {
+	enabled := namespace("default", map[string]string{inject.LabelNamespaceInject: "enabled"})
+	disabled := namespace("default", map[string]string{inject.LabelNamespaceInject: "disabled"})
+	tests := []struct {
+		name     string
+		ns       client.Object
+		ann      map[string]string
+		injected bool
+		want     []string
+	}{
+		{name: "an injected pod without warnings", ns: enabled, injected: true},
+		{name: "an injected pod with a deprecated annotation", ns: enabled, injected: true,
+			ann:  map[string]string{inject.AnnotationKubevirtInterfaces: "k6t-eth0"},
+			want: []string{"annotation traffic.sidecar.istio.io/kubevirtInterfaces is deprecated: use istio.io/reroute-virtual-interfaces"}},
+		{name: "a skipped pod's request for a sidecar", ns: disabled,
+			ann: map[string]string{inject.AnnotationInject: "true", inject.AnnotationProxyCPU: "100m"},
+			want: []string{
+				"annotation sidecar.istio.io/inject is deprecated: use the label sidecar.istio.io/inject",
+				"sidecar.istio.io/inject=true has no effect: not injected (namespace istio-injection=disabled)",
+				"sidecar.istio.io/proxyCPU has no effect: not injected (namespace istio-injection=disabled)",
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newTestWebhook(t, nil, tt.ns)
+			body := loadReview(t, func(_ *admissionv1.AdmissionRequest, pod map[string]any) {
+				for k, v := range tt.ann {
+					annotate(pod, k, v)
+				}
+			})
+			resp := post(t, srv, body)
+			if !resp.Allowed {
+				t.Fatalf("refused: %+v", resp.Result)
+			}
+			if got := hasProxy(patched(t, body, resp)); got != tt.injected {
+				t.Fatalf("injected=%v, want %v", got, tt.injected)
+			}
+			if !slices.Equal(resp.Warnings, tt.want) {
+				t.Errorf("warnings %q, want %q", resp.Warnings, tt.want)
+			}
+		})
+	}
+}

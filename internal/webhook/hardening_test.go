@@ -924,11 +924,11 @@ func TestHardeningLogs(t *testing.T) {
 	serveLogged := func(opts ...zap.Opts) (*httptest.Server, *bytes.Buffer) {
 		var buf bytes.Buffer
 		logger := zap.New(append([]zap.Opts{zap.WriteTo(&buf), zap.JSONEncoder()}, opts...)...)
-		// The webhook's default log constructor, over our logger: it
+		// The webhook's log constructor (requestLogger), over our logger: it
 		// adds the uid (requestID), namespace, name and user, as in
 		// production.
 		wh := &admission.Webhook{Handler: h, LogConstructor: func(_ logr.Logger, req *admission.Request) logr.Logger {
-			return admission.DefaultLogConstructor(logger, req)
+			return requestLogger(logger, req)
 		}}
 		srv := httptest.NewServer(guard.New(wh, guard.Options{Log: logger.WithName("guard")}))
 		t.Cleanup(srv.Close)

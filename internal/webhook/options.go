@@ -4,12 +4,12 @@ import (
 	"crypto/tls"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/pkg/config"
@@ -24,8 +24,9 @@ var DefaultCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-
 
 // Options configure the webhook. Port, CertDir and EnableHTTP2 configure its
 // server: they are flags (AddFlags, Validate) and build the manager's
-// webhook server (Server). The others are the handler's inputs: NewHandler
-// reads only those, and Setup fills Namespaces, Uncached and Decoder from the
+// webhook server (Server); WorkloadEvents, WorkloadEventInterval and
+// ExcludeServices are flags that Setup reads. The others are the handler's inputs: NewHandler reads
+// only those, and Setup fills Namespaces and Uncached from the
 // manager when they are nil.
 type Options struct {
 	// Port is the port the webhook server listens on (--port).
@@ -36,6 +37,14 @@ type Options struct {
 	// EnableHTTP2 serves HTTP/2 as well as HTTP/1.1 (--enable-http2); off by
 	// default because of HTTP/2 rapid reset, CVE-2023-44487.
 	EnableHTTP2 bool
+	// WorkloadEvents writes an Event on the workload that owns a pod the
+	// webhook refuses, or skips although it asks for a sidecar
+	// (--workload-events; Setup reads it). It needs create and patch on
+	// events.k8s.io Events and get on ReplicaSets and Jobs.
+	WorkloadEvents bool
+	// WorkloadEventInterval is how long one Event of a reason stands for a
+	// workload's later ones (--workload-event-interval).
+	WorkloadEventInterval time.Duration
 
 	// Config returns the configuration in effect (configwatch.Watcher.Current).
 	// It is called once per admission and must not return nil. Whether
@@ -53,9 +62,6 @@ type Options struct {
 	Uncached client.Reader
 	// OwnNamespace is the injector's namespace; it is never injected.
 	OwnNamespace string
-	// Decoder decodes pods (default: one for client-go's scheme; Setup's
-	// default: one for the manager's scheme).
-	Decoder admission.Decoder
 
 	// ExcludeServices resolves the Services pods name in
 	// traffic.remora.io/excludeOutboundServices (--exclude-services):
@@ -71,23 +77,28 @@ type Options struct {
 
 // NewOptions returns Options holding the server's defaults.
 func NewOptions() *Options {
-	return &Options{Port: DefaultPort, CertDir: DefaultCertDir}
+	return &Options{Port: DefaultPort, CertDir: DefaultCertDir, WorkloadEvents: true, WorkloadEventInterval: DefaultWorkloadEventInterval}
 }
 
-// AddFlags registers the server's flags --port, --cert-dir and
-// --enable-http2, and --exclude-services, on fs, with the current values as
-// defaults.
+// AddFlags registers the webhook's flags --port, --cert-dir,
+// --enable-http2, --workload-events, --workload-event-interval and
+// --exclude-services on fs, with the current values as defaults.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir,
 		"directory with the serving certificate tls.crt and key tls.key; reloaded when they change")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", o.EnableHTTP2,
 		"serve the webhook over HTTP/2 as well as HTTP/1.1 (off by default: HTTP/2 rapid reset, CVE-2023-44487)")
+	fs.BoolVar(&o.WorkloadEvents, "workload-events", o.WorkloadEvents,
+		"write an Event on the workload (Deployment, StatefulSet, DaemonSet, Job, CronJob, or the pod) of a pod the webhook refuses, "+
+			"or skips although it asks for a sidecar; needs create on events.k8s.io Events and get on ReplicaSets and Jobs")
+	fs.DurationVar(&o.WorkloadEventInterval, "workload-event-interval", o.WorkloadEventInterval,
+		"at most one such Event per workload and reason in this interval (per replica)")
 	fs.BoolVar(&o.ExcludeServices, "exclude-services", o.ExcludeServices,
 		"resolve the Services pods name in traffic.remora.io/excludeOutboundServices to their addresses, from a cache of Services and EndpointSlices (needs list and watch of both, get of Services); off: such a pod is refused")
 }
 
-// Validate reports every invalid server flag, under fldPath.
+// Validate reports every invalid flag, under fldPath.
 func (o *Options) Validate(fldPath *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if o.Port < 1 || o.Port > 65535 {
@@ -95,6 +106,9 @@ func (o *Options) Validate(fldPath *field.Path) field.ErrorList {
 	}
 	if o.CertDir == "" {
 		errs = append(errs, field.Required(fldPath.Child("cert-dir"), ""))
+	}
+	if o.WorkloadEvents && o.WorkloadEventInterval <= 0 {
+		errs = append(errs, field.Invalid(fldPath.Child("workload-event-interval"), o.WorkloadEventInterval.String(), "must be positive"))
 	}
 	return errs
 }

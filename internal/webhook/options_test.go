@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +24,8 @@ import (
 func TestOptionsFlags(t *testing.T) {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	NewOptions().AddFlags(fs)
-	for name, def := range map[string]string{"port": "9443", "cert-dir": DefaultCertDir, "enable-http2": "false"} {
+	for name, def := range map[string]string{"port": "9443", "cert-dir": DefaultCertDir, "enable-http2": "false",
+		"workload-events": "true", "workload-event-interval": "10m0s"} {
 		f := fs.Lookup(name)
 		if f == nil {
 			t.Errorf("no --%s flag", name)
@@ -36,10 +38,10 @@ func TestOptionsFlags(t *testing.T) {
 	o := NewOptions()
 	fs = pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	o.AddFlags(fs)
-	if err := fs.Parse([]string{"--port=8443", "--cert-dir=/certs", "--enable-http2"}); err != nil {
+	if err := fs.Parse([]string{"--port=8443", "--cert-dir=/certs", "--enable-http2", "--workload-events=false", "--workload-event-interval=1m"}); err != nil {
 		t.Fatal(err)
 	}
-	if o.Port != 8443 || o.CertDir != "/certs" || !o.EnableHTTP2 {
+	if o.Port != 8443 || o.CertDir != "/certs" || !o.EnableHTTP2 || o.WorkloadEvents || o.WorkloadEventInterval != time.Minute {
 		t.Errorf("flags parsed into %+v", o)
 	}
 }
@@ -55,6 +57,8 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "port out of range", mutate: func(o *Options) { o.Port = 70000 }, errs: []string{"serve.port: Invalid value: 70000"}},
 		{name: "no cert dir", mutate: func(o *Options) { o.CertDir = "" }, errs: []string{"serve.cert-dir: Required value"}},
 		{name: "both", mutate: func(o *Options) { o.Port, o.CertDir = -1, "" }, errs: []string{"serve.port", "serve.cert-dir"}},
+		{name: "no Event interval", mutate: func(o *Options) { o.WorkloadEventInterval = 0 }, errs: []string{"serve.workload-event-interval"}},
+		{name: "no Event interval without Events", mutate: func(o *Options) { o.WorkloadEvents, o.WorkloadEventInterval = false, 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

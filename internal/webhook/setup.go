@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +38,10 @@ const (
 //     resolve the Services pods exclude from the capture by name;
 //   - the readiness checks "webhook" (the server is serving),
 //     "namespace-cache" (the informer has synced) and, with
-//     ExcludeServices, "service-cache".
+//     ExcludeServices, "service-cache";
+//   - with WorkloadEvents, the worker that writes Events on the workloads of
+//     refused pods (events.go), with the manager's Event recorder and
+//     uncached reader, on every replica.
 //
 // Every replica serves admissions; nothing here waits for leadership.
 func Setup(mgr manager.Manager, opts Options) error {
@@ -46,9 +50,6 @@ func Setup(mgr manager.Manager, opts Options) error {
 	}
 	if opts.Uncached == nil {
 		opts.Uncached = mgr.GetAPIReader()
-	}
-	if opts.Decoder == nil {
-		opts.Decoder = admission.NewDecoder(mgr.GetScheme())
 	}
 	if opts.ExcludeServices && opts.Services == nil {
 		opts.Services = &services.Resolver{Reader: mgr.GetCache(), Uncached: mgr.GetAPIReader()}
@@ -75,7 +76,16 @@ func Setup(mgr manager.Manager, opts Options) error {
 		checks = append(checks, check)
 	}
 
-	hook := guard.New(&admission.Webhook{Handler: handler}, guard.Options{Log: log.Log.WithName("guard")})
+	if opts.WorkloadEvents {
+		interval := cmp.Or(opts.WorkloadEventInterval, DefaultWorkloadEventInterval)
+		handler.events = newWorkloadEvents(mgr.GetEventRecorder(EventsController), mgr.GetAPIReader(), interval,
+			log.Log.WithName("workload-events"))
+		if err := mgr.Add(handler.events); err != nil {
+			return fmt.Errorf("adding the workload Events: %w", err)
+		}
+	}
+
+	hook := guard.New(&admission.Webhook{Handler: handler, LogConstructor: requestLogger}, guard.Options{Log: log.Log.WithName("guard")})
 	server := mgr.GetWebhookServer()
 	server.Register(Path, hook)
 	server.Register(PathPrefix, hook)

@@ -235,10 +235,17 @@ func proxyMounts(p *parsed) []corev1.VolumeMount {
 	return m
 }
 
+// captures reports whether the pod's traffic is captured: always with the
+// Istio CNI plugin (istio-validation checks its rules), else unless the
+// interception mode is NONE, which gets no istio-init.
+func captures(s *config.Settings, mode string) bool {
+	return mode != "NONE" || s.CNIEnabled
+}
+
 // buildInit returns the istio-init container (or istio-validation when the
 // Istio CNI plugin programs the rules), or nil for interception mode NONE.
 func buildInit(s *config.Settings, r *resolved) *corev1.Container {
-	if r.mode == "NONE" && !s.CNIEnabled {
+	if !captures(s, r.mode) {
 		return nil
 	}
 	c := &corev1.Container{

@@ -23,7 +23,8 @@ import (
 // either injects a pod the API server would accept (unique container and
 // volume names, every mount has its volume) or refuses it with a one-line
 // message (an *AnnotationError naming only annotations that were set, or a
-// *PodError); it never panics or fails otherwise.
+// *PodError); it never panics or fails otherwise. Its warnings are each one
+// line of at most MaxWarningLength characters.
 func FuzzAnnotationSet(f *testing.F) {
 	keys := []string{
 		inject.AnnotationIncludeOutboundCIDRs, inject.AnnotationExcludeOutboundCIDRs, inject.AnnotationIncludeInboundPorts,
@@ -100,6 +101,11 @@ func FuzzAnnotationSet(f *testing.F) {
 				}
 			}
 			return
+		}
+		for _, w := range res.Warnings {
+			if len(w) > inject.MaxWarningLength || strings.ContainsAny(w, "\r\n") {
+				t.Fatalf("%v: a warning longer than %d characters or not on one line: %q", ann, inject.MaxWarningLength, w)
+			}
 		}
 		if !res.Injected {
 			if v := ann[inject.AnnotationInject]; v != "false" {

@@ -58,11 +58,12 @@ type Request struct {
 // Injection is a pipeline of five named steps, each in its own file:
 //
 //  1. policy (policy.go): whether the pod is to be injected at all, and
-//     if not, why.
+//     if not, why (and, in warnings.go, what the pod sets in vain).
 //  2. resolve (resolve.go): validate the pod's annotations and settle every
-//     setting once, the pod's annotation over the configuration; the
-//     Services the pod excludes are resolved here (services.go), through
-//     Request.Services.
+//     setting once, the pod's annotation over the configuration; resolve
+//     the Services the pod excludes (services.go), through
+//     Request.Services; note deprecated annotations and those without
+//     effect in the pod's mode (warnings.go).
 //  3. assemble (assemble.go, containers.go): compute what a template sees:
 //     the proxy and capture containers, volumes, labels and annotations.
 //  4. place (merge.go): add them to a copy of the pod, directly for the
@@ -79,7 +80,8 @@ func Inject(req Request) (Result, error) {
 	}
 	ns := req.namespace()
 	if reason, msg, skip := policy(req, ns); skip {
-		return Result{Pod: req.Pod, Reason: reason, Message: msg}, nil
+		w, optInIgnored := skipWarnings(req.Pod, reason)
+		return Result{Pod: req.Pod, Reason: reason, Message: msg, Warnings: w, OptInIgnored: optInIgnored}, nil
 	}
 	r, err := resolve(req, ns)
 	if err != nil {
@@ -93,7 +95,7 @@ func Inject(req Request) (Result, error) {
 	if err := finish(out, req, &r, data, touched); err != nil {
 		return refused(req.Pod, err)
 	}
-	return Result{Pod: out, Injected: true, Reason: ReasonInjected, Message: "injected " + ProxyContainerName}, nil
+	return Result{Pod: out, Injected: true, Reason: ReasonInjected, Message: "injected " + ProxyContainerName, Warnings: r.warnings}, nil
 }
 
 // namespace is the pod's namespace: the request's, else the pod's own.

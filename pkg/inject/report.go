@@ -32,4 +32,16 @@ type Result struct {
 	Reason Reason
 	// Message explains the reason for a person.
 	Message string
+	// Warnings are short notes for the pod's creator (the webhook returns
+	// them as admission warnings, which kubectl prints): deprecated
+	// annotations, and settings the pod sets that have no effect in its mode
+	// or because it is not injected. Each is one line of at most
+	// MaxWarningLength characters that names the annotation, never its
+	// value. Nil for a pod without any, and for a refused pod.
+	Warnings []string
+	// OptInIgnored is set when the pod is not injected although it asks
+	// for a sidecar itself (sidecar.istio.io/inject=true): its namespace
+	// has istio-injection=disabled, or it uses hostNetwork. Its owner
+	// would not expect that, and may need to be told.
+	OptInIgnored bool
 }

@@ -60,6 +60,8 @@ type resolved struct {
 	// excluded are the Services the pod excludes from the capture and
 	// their addresses (also in capture.excludeCIDRs).
 	excluded []ExcludedService
+	// warnings are the pod's admission warnings (warnings.go).
+	warnings warnings
 }
 
 // probeTiming is a probe's initialDelaySeconds, periodSeconds and
@@ -158,6 +160,8 @@ func resolve(req Request, ns string) (resolved, error) {
 			r.captureGID = pick(c.SecurityContext.RunAsGroup, r.captureGID)
 		}
 	}
+	deprecationWarnings(&r.warnings, req.Pod.Annotations, req.Pod.Labels)
+	modeWarnings(&r.warnings, req.Pod.Annotations, s, &cfg.Mesh, &r)
 	return r, nil
 }
 

@@ -320,7 +320,8 @@ func TestDeployment(t *testing.T) {
 	wantArgs := []string{"serve", "--port=9443", "--cert-dir=/etc/remora/certs", "--config-dir=/etc/remora/config",
 		"--metrics-bind-address=:8080", "--metrics-secure=true", "--metrics-cert-dir=/etc/remora/certs",
 		"--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
-		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--exclude-services=false", "--upgrade-controller=true", "--allow-restarts=false"}
+		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--exclude-services=false", "--upgrade-controller=true", "--allow-restarts=false",
+		"--workload-events=true", "--workload-event-interval=10m"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args:\n got  %q\n want %q", c.Args, wantArgs)
 	}
@@ -413,6 +414,21 @@ func TestDeployment(t *testing.T) {
 		d := one[appsv1.Deployment](t, render(t, "--set", "upgradeController.maintenanceWindow=02:00-04:00", "--set", "restartOutdated.enabled=true"), "Deployment")
 		if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--maintenance-window=02:00-04:00") || slices.Contains(args, "--restart-outdated") {
 			t.Errorf("args %q", args)
+		}
+	})
+	t.Run("workload Events reach the flags", func(t *testing.T) {
+		for _, tc := range []struct {
+			set  []string
+			want []string
+		}{
+			{[]string{"--set", "workloadEvents.interval=30m"}, []string{"--workload-events=true", "--workload-event-interval=30m"}},
+			{[]string{"--set", "workloadEvents.enabled=false"}, []string{"--workload-events=false"}},
+		} {
+			args := one[appsv1.Deployment](t, render(t, tc.set...), "Deployment").Spec.Template.Spec.Containers[0].Args
+			got := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return !strings.HasPrefix(a, "--workload-event") })
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%v: workload Event flags %q, want %q", tc.set, got, tc.want)
+			}
 		}
 	})
 	t.Run("restartOutdated and a revision reach the flags", func(t *testing.T) {
@@ -673,6 +689,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"nativeSidecars enum", []string{"--set", "nativeSidecars=yes"}, "nativeSidecars"},
 		{"issuer kind", []string{"--set", "certManager.issuerRef.kind=Vault"}, "kind"},
 		{"bad duration", []string{"--set", "certManager.duration=90d"}, "duration"},
+		{"bad workload Event interval", []string{"--set", "workloadEvents.interval=hourly"}, "interval"},
 		{"proxy log level", []string{"--set", "global.proxy.logLevel=loud"}, "logLevel"},
 		{"template name", []string{"--set-string", "sidecarInjectorWebhook.templates.bad/name=x"}, "bad/name"},
 		{"revision not a label", []string{"--set", "revision=Canary_1"}, "revision"},

@@ -20,6 +20,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/remora-mesh/remora/internal/testenv"
 	"github.com/remora-mesh/remora/internal/upgrade"
+	"github.com/remora-mesh/remora/internal/webhook"
 	"github.com/remora-mesh/remora/pkg/inject"
 	"github.com/remora-mesh/remora/test/e2e/framework"
 )
@@ -63,14 +65,14 @@ func TestRBACEndToEnd(t *testing.T) {
 		name string
 		f    features
 	}{
-		{"defaults: cert-manager, upgrade controller reporting, leader election",
-			features{certManager: true, upgrade: true, leader: true}},
+		{"defaults: cert-manager, upgrade controller reporting, leader election, workload Events",
+			features{certManager: true, upgrade: true, leader: true, events: true}},
 		{"self-managed certificates, restarts everywhere, excluded Services",
-			features{upgrade: true, leader: true, restarts: true, excludeServices: true}},
-		{"cert-manager, restarts in two namespaces, no leader election",
+			features{upgrade: true, leader: true, restarts: true, events: true, excludeServices: true}},
+		{"cert-manager, restarts in two namespaces, no leader election, no workload Events",
 			features{certManager: true, upgrade: true, restarts: true, restartNamespaces: []string{shopNS, billingNS}}},
-		{"self-managed certificates, webhook only, metrics over plain HTTP",
-			features{insecureMetrics: true}},
+		{"self-managed certificates, webhook only with its workload Events, metrics over plain HTTP",
+			features{insecureMetrics: true, events: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { runRBACCase(t, assets, tc.f) })
@@ -173,6 +175,10 @@ func runRBACCase(t *testing.T, assets string, f features) {
 		})
 	}
 
+	if f.events {
+		checkWorkloadEvents(t, admin, inj)
+	}
+
 	restartAllowed := func(ns string) bool {
 		return f.upgrade && f.restarts && (len(f.restartNamespaces) == 0 || slices.Contains(f.restartNamespaces, ns))
 	}
@@ -221,6 +227,12 @@ func runRBACCase(t *testing.T, assets string, f features) {
 	if !f.upgrade {
 		if err := asInjector.List(ctx, &corev1.PodList{}); !apierrors.IsForbidden(err) {
 			t.Errorf("listing pods without the upgrade controller: %v, want Forbidden", err)
+		}
+	}
+	if !f.events {
+		err := asInjector.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "app-1"}, &appsv1.ReplicaSet{})
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("reading a ReplicaSet without workload Events: %v, want Forbidden", err)
 		}
 	}
 	if f.certManager {
@@ -397,11 +409,7 @@ func kubeconfigClient(t *testing.T, path string, scheme *runtime.Scheme) client.
 // API server would, and returns the response's status message.
 func admitPodIn(t *testing.T, inj *framework.Injector, ns string) string {
 	t.Helper()
-	resp := admitPod(t, inj, ns, nil)
-	if resp.Result == nil {
-		return fmt.Sprintf("allowed=%v", resp.Allowed)
-	}
-	return resp.Result.Message
+	return admit(t, inj, probePod(ns, nil))
 }
 
 // checkExcludedServices: with excludeServices.enabled the webhook resolves the Services a pod
@@ -462,11 +470,92 @@ func checkExcludedServices(t *testing.T, admin, asInjector client.Client, inj *f
 // namespace ns, as the API server would, and returns the response.
 func admitPod(t *testing.T, inj *framework.Injector, ns string, annotations map[string]string) *admissionv1.AdmissionResponse {
 	t.Helper()
-	pod := &corev1.Pod{
+	return admitResponse(t, inj, probePod(ns, annotations))
+}
+
+// probePod is a one-container pod "probe" in namespace ns with the annotations.
+func probePod(ns string, annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe", Annotations: annotations},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
 	}
+}
+
+// checkWorkloadEvents makes the webhook refuse a pod of ReplicaSet shop/app-1 (of Deployment
+// app) and one of a Job of CronJob shop/report, and waits for the InvalidSidecarAnnotation Event
+// on the Deployment and on the CronJob: the injector reads the ReplicaSet and the Job (get) to find
+// them, and writes the Events (events.k8s.io create). Without the reads, the Events would regard
+// the ReplicaSet and the Job.
+func checkWorkloadEvents(t *testing.T, admin client.Client, inj *framework.Injector) {
+	t.Helper()
+	ctx := t.Context()
+	rs := &appsv1.ReplicaSet{}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: shopNS, Name: "app-1"}, rs); err != nil {
+		t.Fatal(err)
+	}
+	cj := &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Namespace: shopNS, Name: "report"},
+		Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "report", Image: "registry.example/report:1"}}},
+		}}}},
+	}
+	if err := admin.Create(ctx, cj); err != nil {
+		t.Fatal(err)
+	}
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Namespace: shopNS, Name: "report-29000000", OwnerReferences: []metav1.OwnerReference{
+			{APIVersion: "batch/v1", Kind: "CronJob", Name: cj.Name, UID: cj.UID, Controller: ptr.To(true)},
+		}},
+		Spec: cj.Spec.JobTemplate.Spec,
+	}
+	if err := admin.Create(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []metav1.OwnerReference{
+		{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true)},
+		{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)},
+	} {
+		// Asks for a sidecar in a namespace without injection labels, with an invalid annotation.
+		msg := admit(t, inj, &corev1.Pod{
+			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: shopNS, GenerateName: owner.Name + "-", OwnerReferences: []metav1.OwnerReference{owner},
+				Labels: map[string]string{inject.LabelInject: "true"}, Annotations: map[string]string{inject.AnnotationProxyCPU: "lots"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+		})
+		if !strings.Contains(msg, inject.AnnotationProxyCPU) {
+			t.Fatalf("admission of a pod of %s %s: %q, want it refused for %s", owner.Kind, owner.Name, msg, inject.AnnotationProxyCPU)
+		}
+	}
+	for _, want := range []struct{ kind, name string }{{"Deployment", "app"}, {"CronJob", "report"}} {
+		waitFor(t, "the "+webhook.EventInvalidAnnotation+" Event on "+want.kind+" "+want.name, func() (bool, error) {
+			events := &eventsv1.EventList{}
+			if err := admin.List(ctx, events, client.InNamespace(shopNS)); err != nil {
+				return false, err
+			}
+			return slices.ContainsFunc(events.Items, func(e eventsv1.Event) bool {
+				return e.Reason == webhook.EventInvalidAnnotation && e.Regarding.Kind == want.kind && e.Regarding.Name == want.name
+			}), nil
+		})
+	}
+}
+
+// admit sends the injector's webhook an AdmissionReview for the creation of pod, as the API
+// server would, and returns the response's status message.
+func admit(t *testing.T, inj *framework.Injector, pod *corev1.Pod) string {
+	t.Helper()
+	resp := admitResponse(t, inj, pod)
+	if resp.Result == nil {
+		return fmt.Sprintf("allowed=%v", resp.Allowed)
+	}
+	return resp.Result.Message
+}
+
+// admitResponse sends the injector's webhook an AdmissionReview for the creation of pod, as the
+// API server would, and returns the response.
+func admitResponse(t *testing.T, inj *framework.Injector, pod *corev1.Pod) *admissionv1.AdmissionResponse {
+	t.Helper()
+	ns, name := pod.Namespace, pod.Name
 	raw, err := json.Marshal(pod)
 	if err != nil {
 		t.Fatal(err)
@@ -476,7 +565,7 @@ func admitPod(t *testing.T, inj *framework.Injector, ns string, annotations map[
 		Request: &admissionv1.AdmissionRequest{
 			UID: "rbac-probe", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
 			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: ns, Name: "probe", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
+			Namespace: ns, Name: name, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 		},
 	}
 	body, err := json.Marshal(review)

@@ -22,6 +22,8 @@ const (
 // features are the chart values that decide which RBAC rules exist.
 type features struct {
 	certManager, upgrade, leader, restarts bool
+	// events is workloadEvents.enabled.
+	events bool
 	// insecureMetrics is metrics.secure=false.
 	insecureMetrics bool
 	// excludeServices is excludeServices.enabled.
@@ -43,6 +45,7 @@ func (f features) String() string {
 	add(f.upgrade, "upgrade")
 	add(f.leader, "leader")
 	add(f.restarts, "restarts")
+	add(f.events, "events")
 	add(!f.insecureMetrics, "secure-metrics")
 	add(f.excludeServices, "exclude-services")
 	if len(f.restartNamespaces) > 0 {
@@ -59,6 +62,7 @@ func (f features) args() []string {
 		"--set", fmt.Sprintf("leaderElection.enabled=%v", f.leader),
 		"--set", fmt.Sprintf("restartOutdated.enabled=%v", f.restarts),
 		"--set", fmt.Sprintf("metrics.secure=%v", !f.insecureMetrics),
+		"--set", fmt.Sprintf("workloadEvents.enabled=%v", f.events),
 		"--set", fmt.Sprintf("excludeServices.enabled=%v", f.excludeServices),
 	}
 	if len(f.restartNamespaces) > 0 {
@@ -76,9 +80,11 @@ func allFeatureCombinations() []features {
 				for _, rs := range []bool{true, false} {
 					for _, nss := range [][]string{nil, {"shop", "billing"}} {
 						for _, insecure := range []bool{false, true} {
-							for _, svc := range []bool{false, true} {
-								out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss,
-									insecureMetrics: insecure, excludeServices: svc})
+							for _, ev := range []bool{true, false} {
+								for _, svc := range []bool{false, true} {
+									out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss,
+										insecureMetrics: insecure, events: ev, excludeServices: svc})
+								}
 							}
 						}
 					}
@@ -96,6 +102,8 @@ var conditions = map[string]func(features) bool{
 	"`upgradeController.enabled and leaderElection.enabled`":  func(f features) bool { return f.upgrade && f.leader },
 	"`upgradeController.enabled and restartOutdated.enabled`": func(f features) bool { return f.upgrade && f.restarts },
 	"`certManager.enabled=false`":                             func(f features) bool { return !f.certManager },
+	"`workloadEvents.enabled`":                                func(f features) bool { return f.events },
+	"`upgradeController.enabled or workloadEvents.enabled`":   func(f features) bool { return f.upgrade || f.events },
 	"`metrics.secure`":                                        func(f features) bool { return !f.insecureMetrics },
 	"`excludeServices.enabled`":                               func(f features) bool { return f.excludeServices },
 }

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -602,4 +604,64 @@ func TestWebhookDown(t *testing.T) {
 	optOut := newPod(enabledNS, "")
 	optOut.Labels = map[string]string{"sidecar.istio.io/inject": "false"}
 	mustCreatePod(t, optOut) // the object selector keeps the webhook out of it
+}
+
+// TestProfilingEndpoint: --pprof-bind-address serves Go's profiles on the
+// given address only; without it (the suite's injector) neither the probe
+// nor the metrics port answers /debug/pprof/.
+func TestProfilingEndpoint(t *testing.T) {
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	inj, err := framework.StartInjector(t.Context(), framework.InjectorOptions{
+		Binary:     env.binary,
+		Kubeconfig: env.kubeconfig,
+		CertDir:    env.certDir,
+		Namespace:  ownNamespace,
+		LogPath:    filepath.Join(env.dir, "injector-pprof.log"),
+		ExtraArgs:  []string{"--pprof-bind-address=" + addr, "--upgrade-controller=false"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inj.Stop(5 * time.Second) })
+
+	for path, want := range map[string]string{
+		"/debug/pprof/cmdline":           "--pprof-bind-address=" + addr,
+		"/debug/pprof/heap?debug=1":      "heap profile:",
+		"/debug/pprof/goroutine?debug=1": "goroutine profile:",
+	} {
+		code, body := httpGet(t, "http://"+addr+path)
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d, want 200 with %q; got %.200q", path, code, want, body)
+		}
+	}
+	opts := shared().Opts
+	probe := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", opts.ProbePort)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", opts.MetricsPort)
+	for _, url := range []string{probe, metricsURL} {
+		if code, _ := httpGet(t, url); code != http.StatusNotFound {
+			t.Errorf("GET %s on an injector without --pprof-bind-address: %d, want 404", url, code)
+		}
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading the body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
 }

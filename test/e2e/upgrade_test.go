@@ -510,22 +510,10 @@ func assertStatusRow(t *testing.T, out, workload, outdated, changed, status stri
 }
 
 // createDeployment creates a Deployment of replicas one-container pods
-// labelled app=name.
+// labelled app=name (newDeployment).
 func createDeployment(t *testing.T, ns, name string, replicas int32) {
 	t.Helper()
-	labels := map[string]string{"app": name}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(replicas),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
-			},
-		},
-	}
-	if err := env.cluster.Client.Create(t.Context(), dep); err != nil {
+	if err := env.cluster.Client.Create(t.Context(), newDeployment(ns, name, replicas)); err != nil {
 		t.Fatal(err)
 	}
 }
