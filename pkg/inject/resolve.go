@@ -139,8 +139,12 @@ func resolve(req Request, ns string) (resolved, error) {
 	if r.ns == "" {
 		r.ns = "default"
 	}
-	if r.excluded, err = resolveExcludedServices(req, inNamespace(p.excludeServices, r.ns)); err != nil {
-		return resolved{}, err
+	// Without a capture (interception mode NONE) there is nothing to
+	// exclude Services from: they are not resolved (a warning says so).
+	if captures(s, r.mode) {
+		if r.excluded, err = resolveExcludedServices(req, inNamespace(p.excludeServices, r.ns)); err != nil {
+			return resolved{}, err
+		}
 	}
 	r.capture.excludeCIDRs = excludeServiceCIDRs(r.capture.excludeCIDRs, r.excluded)
 	if r.workload.Name == "" {

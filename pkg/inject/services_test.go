@@ -320,3 +320,27 @@ func TestParseExcludedServices(t *testing.T) {
 		}
 	}
 }
+
+// TestExcludedServicesWithoutCapture: interception mode NONE captures
+// nothing, so the Services are not resolved (a missing one is not
+// refused), nothing is recorded, and a warning says the annotation has no
+// effect.
+func TestExcludedServicesWithoutCapture(t *testing.T) {
+	calls := 0
+	pod := testPod(map[string]string{AnnotationInterceptionMode: "NONE", AnnotationExcludeOutboundServices: "nosuch.db"})
+	res, err := Inject(Request{Pod: pod, Config: config.MustDefault(), Services: countingResolver{&calls}})
+	if err != nil || !res.Injected {
+		t.Fatalf("Inject: %v, %v", res.Injected, err)
+	}
+	if calls != 0 {
+		t.Errorf("the resolver was called %d times for a pod whose traffic is not captured", calls)
+	}
+	if _, ok := res.Pod.Annotations[AnnotationExcludedServiceAddresses]; ok {
+		t.Errorf("%s recorded for a pod whose traffic is not captured", AnnotationExcludedServiceAddresses)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool {
+		return strings.Contains(w, AnnotationExcludeOutboundServices+" has no effect")
+	}) {
+		t.Errorf("warnings %q do not say %s has no effect", res.Warnings, AnnotationExcludeOutboundServices)
+	}
+}
