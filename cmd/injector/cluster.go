@@ -56,15 +56,31 @@ func (c *clusterOptions) restConfig() (*rest.Config, error) {
 	if c.kubeconfig == "" {
 		cfg, err = crconfig.GetConfigWithContext(c.kubeContext)
 	} else {
-		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-			&clientcmd.ClientConfigLoadingRules{ExplicitPath: c.kubeconfig},
-			&clientcmd.ConfigOverrides{CurrentContext: c.kubeContext},
-		).ClientConfig()
+		cfg, err = c.explicitKubeconfig().ClientConfig()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading the kubeconfig: %w", err)
 	}
 	return cfg, nil
+}
+
+// explicitKubeconfig is the kubeconfig file --kubeconfig names, with
+// --context.
+func (c *clusterOptions) explicitKubeconfig() clientcmd.ClientConfig {
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: c.kubeconfig},
+		&clientcmd.ConfigOverrides{CurrentContext: c.kubeContext},
+	)
+}
+
+// contextNamespace is the namespace of --kubeconfig's context ("default"
+// when it names none): where kubectl puts an object without one.
+func (c *clusterOptions) contextNamespace() (string, error) {
+	ns, _, err := c.explicitKubeconfig().Namespace()
+	if err != nil {
+		return "", fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	return ns, nil
 }
 
 // overrides returns what the flags override in the configuration. With

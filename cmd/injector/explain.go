@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/remora-mesh/remora/internal/manifest"
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
 
@@ -144,6 +145,7 @@ func (o *explainOptions) run(ctx context.Context, stdin io.Reader, out io.Writer
 			Pod: t.pod, Namespace: t.pod.Namespace, NamespaceLabels: labels,
 			Webhooks: webhooks, Service: svcNamespace + "/" + o.service + " at " + webhookPath,
 			OwnNamespace: svcNamespace, Config: cfg, ConfigFrom: from,
+			Services: (&services.Resolver{Reader: c}).For(ctx),
 		})
 		if i > 0 {
 			if _, err := fmt.Fprintln(out); err != nil {

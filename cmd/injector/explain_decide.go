@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -42,6 +45,9 @@ type explainInput struct {
 	// came from.
 	Config     *config.Config
 	ConfigFrom string
+	// Services resolves the Services the pod excludes by name, as the
+	// webhook would (nil: such a pod is refused).
+	Services inject.ServiceResolver
 }
 
 // Verdicts of explain.
@@ -76,7 +82,7 @@ func explainPod(in *explainInput) explanation {
 		nsLabels = map[string]string{} // nil would mean offline to the engine
 	}
 	res, err := inject.Inject(inject.Request{Pod: in.Pod, Namespace: in.Namespace, NamespaceLabels: nsLabels,
-		OwnNamespace: in.OwnNamespace, Config: in.Config})
+		OwnNamespace: in.OwnNamespace, Config: in.Config, Services: in.Services})
 	switch {
 	case err != nil && inject.IsRefused(err):
 		e.Reasons = append(e.Reasons, "engine refuses the pod: "+err.Error())
@@ -128,12 +134,43 @@ func injectedState(in *explainInput, nsLabels map[string]string) (verdict, reaso
 	hashes := fmt.Sprintf("%s=%q, the configuration (%s) has %q", inject.AnnotationConfigHash, info.Hash, in.ConfigFrom, in.Config.Hash)
 	switch v.State {
 	case upgrade.PodUpToDate:
+		if changed := changedServices(in, info); changed != "" {
+			return verdictOutdated + " (" + string(upgrade.ChangeServices) + ")", "outdated, recreate the pod so that the Services it excludes " +
+				"from the capture are resolved again: " + changed
+		}
 		return verdictUpToDate, "up to date: " + hashes
 	case upgrade.PodOutdated:
 		return verdictOutdated + " (" + string(v.Change) + ")", "outdated, recreate the pod to refresh its sidecar: " + hashes
 	default:
 		return verdictUnselected, "no longer selected, recreating the pod removes its sidecar: " + v.Reason
 	}
+}
+
+// changedServices says which Services the pod excludes have addresses it
+// does not exclude ("" when none, or when they cannot be looked up).
+func changedServices(in *explainInput, info *upgrade.PodInfo) string {
+	if in.Services == nil || info.ExcludedServices() == "" {
+		return ""
+	}
+	current, err := upgrade.ResolveServices(context.Background(), []*upgrade.PodInfo{info},
+		func(_ context.Context, ref inject.ServiceRef) ([]netip.Addr, error) {
+			return in.Services.ServiceAddresses(ref)
+		})
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for _, ref := range upgrade.ChangedServices(info, current) {
+		addrs := make([]string, len(current[ref]))
+		for i, a := range current[ref] {
+			addrs[i] = a.String()
+		}
+		parts = append(parts, fmt.Sprintf("Service %s now has %s", ref, strings.Join(addrs, ",")))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, "; ") + " (" + inject.AnnotationExcludedServiceAddresses + "=" + strconv.Quote(info.ExcludedServices()) + ")"
 }
 
 // selectWebhook evaluates the webhooks' namespaceSelector and

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -94,6 +95,34 @@ func injectedWith(t *testing.T, cfg *config.Config, nsLabels map[string]string) 
 	return res.Pod
 }
 
+// explainServices is a ServiceResolver of a table: Service name in
+// namespace db to its address; any other Service does not exist.
+type explainServices map[string]string
+
+func (e explainServices) ServiceAddresses(ref inject.ServiceRef) ([]netip.Addr, error) {
+	a, ok := e[ref.Name]
+	if !ok || ref.Namespace != "db" {
+		return nil, inject.ServiceNotFound(ref)
+	}
+	return []netip.Addr{netip.MustParseAddr(a)}, nil
+}
+
+// injectedExcluding returns the pod as the injector injected it with cfg
+// when Service mysql.db had the address at.
+func injectedExcluding(t *testing.T, cfg *config.Config, at string) *corev1.Pod {
+	t.Helper()
+	pod := explainTestPod(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{inject.AnnotationExcludeOutboundServices: "mysql.db"}
+	})
+	res, err := inject.Inject(inject.Request{Pod: pod, Namespace: "shop", NamespaceLabels: nsLabels(inject.LabelNamespaceInject, "enabled"),
+		Config: cfg, Services: explainServices{"mysql": at}})
+	if err != nil || !res.Injected {
+		t.Fatalf("injecting: %v (%s)", err, res.Message)
+	}
+	res.Pod.UID = "uid-1"
+	return res.Pod
+}
+
 func nsLabels(kv ...string) map[string]string {
 	m := map[string]string{"kubernetes.io/metadata.name": "shop"}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -124,6 +153,23 @@ func TestExplainPod(t *testing.T) {
 		verdict  string
 		reasons  []string // each is in some reason, in this order
 	}{
+		{name: "names an excluded Service: resolved", webhooks: chart, ns: enabled,
+			pod: explainTestPod(func(p *corev1.Pod) {
+				p.Annotations = map[string]string{inject.AnnotationExcludeOutboundServices: "mysql.db"}
+			}),
+			verdict: verdictWouldInject, reasons: []string{"is called", "engine injects"}},
+		{name: "names a Service that does not exist", webhooks: chart, ns: enabled,
+			pod: explainTestPod(func(p *corev1.Pod) {
+				p.Annotations = map[string]string{inject.AnnotationExcludeOutboundServices: "nosuch"}
+			}),
+			verdict: verdictRefused, reasons: []string{"engine refuses the pod", "Service nosuch.shop does not exist"}},
+		{name: "already injected, its excluded Service unchanged", webhooks: chart, ns: enabled, pod: injectedExcluding(t, v2, "10.96.10.5"),
+			verdict: verdictUpToDate, reasons: []string{"(already-injected)", "up to date"}},
+		{name: "already injected, its excluded Service recreated with another address", webhooks: chart, ns: enabled,
+			pod:     injectedExcluding(t, v2, "10.96.10.4"),
+			verdict: verdictOutdated + " (services)",
+			reasons: []string{"(already-injected)", `outdated, recreate the pod so that the Services it excludes from the capture are resolved again: ` +
+				`Service mysql.db now has 10.96.10.5 (traffic.remora.io/excludedServiceAddresses="mysql.db=10.96.10.4")`}},
 		{name: "no webhook configuration", ns: enabled, pod: explainTestPod(nil),
 			verdict: verdictNotInjected,
 			reasons: []string{"no MutatingWebhookConfiguration has a webhook calling service remora-system/remora at /inject",
@@ -204,7 +250,7 @@ func TestExplainPod(t *testing.T) {
 			e := explainPod(&explainInput{
 				Pod: tt.pod, Namespace: "shop", NamespaceLabels: tt.ns, Webhooks: tt.webhooks,
 				Service: "remora-system/remora at /inject", OwnNamespace: "remora-system",
-				Config: v2, ConfigFrom: "ConfigMap remora-system/remora",
+				Config: v2, ConfigFrom: "ConfigMap remora-system/remora", Services: explainServices{"mysql": "10.96.10.5"},
 			})
 			if e.Verdict != tt.verdict {
 				t.Errorf("verdict %q, want %q\n%s", e.Verdict, tt.verdict, strings.Join(e.Reasons, "\n"))

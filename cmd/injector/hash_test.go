@@ -131,7 +131,7 @@ func TestHashAgreement(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			statusSnap, err := upgrade.ListSnapshot(t.Context(), c, statusCfg, "", upgrade.ListPods(c, ""))
+			statusSnap, err := upgrade.ListSnapshot(t.Context(), c, statusCfg, "", upgrade.ListPods(c, ""), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestHashAgreement(t *testing.T) {
 			metaPods := func(context.Context) ([]*upgrade.PodInfo, error) {
 				return []*upgrade.PodInfo{upgrade.PodInfoFromMeta(&served.ObjectMeta), upgrade.PodInfoFromMeta(&offline.ObjectMeta)}, nil
 			}
-			controllerSnap, err := upgrade.ListSnapshot(t.Context(), c, watcher.Current(), "", metaPods)
+			controllerSnap, err := upgrade.ListSnapshot(t.Context(), c, watcher.Current(), "", metaPods, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/remora-mesh/remora/internal/manifest"
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/pkg/config"
 	"github.com/remora-mesh/remora/pkg/inject"
 )
@@ -95,10 +97,60 @@ func readInputs(path string, stdin io.Reader) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// serviceLookup resolves the Services pods exclude by name
+// (traffic.remora.io/excludeOutboundServices) against the cluster of
+// --kubeconfig; without it, injection is offline and such a pod is refused.
+type serviceLookup struct {
+	cluster clusterOptions
+	// resolver is nil offline.
+	resolver *services.Resolver
+	// namespace is the kubeconfig context's, for objects without one.
+	namespace string
+}
+
+func (l *serviceLookup) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&l.cluster.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to resolve the Services of traffic.remora.io/excludeOutboundServices in (read with GETs); empty: offline, and a pod naming Services is refused")
+	cmd.Flags().StringVar(&l.cluster.kubeContext, "context", "", "kubeconfig context to use (with --kubeconfig)")
+}
+
+// connect creates the client of --kubeconfig, if given.
+func (l *serviceLookup) connect() error {
+	if l.cluster.kubeconfig == "" {
+		if l.cluster.kubeContext != "" {
+			return fmt.Errorf("--context needs --kubeconfig")
+		}
+		return nil
+	}
+	c, _, err := l.cluster.client()
+	if err != nil {
+		return err
+	}
+	if l.namespace, err = l.cluster.contextNamespace(); err != nil {
+		return err
+	}
+	l.resolver = &services.Resolver{Reader: c}
+	return nil
+}
+
+// request is the engine's request for pod: with a cluster, an object
+// without a namespace is in the context's (as kubectl applies it), and the
+// Services it names are resolved there.
+func (l *serviceLookup) request(ctx context.Context, pod *corev1.Pod, wl inject.Workload, cfg *config.Config) inject.Request {
+	req := inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl}
+	if l.resolver != nil {
+		if req.Namespace == "" {
+			req.Namespace = l.namespace
+		}
+		req.Services = l.resolver.For(ctx)
+	}
+	return req
+}
+
 func newInjectCmd() *cobra.Command {
 	var (
 		file    string
 		cfgFlag configFlags
+		lookup  serviceLookup
 	)
 	cmd := &cobra.Command{
 		Use:   "inject -f FILE|DIR|-",
@@ -108,10 +160,15 @@ them with the Istio proxy sidecar and traffic-capture init container added to
 every pod template (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
 ReplicationController, Job, CronJob). Other kinds pass through unchanged.
 The manifests go to standard output; one line per object to standard error.
-The embedded default configuration is used unless flags override it.`,
+The embedded default configuration is used unless flags override it.
+Injection is offline, except that the Services a pod excludes from the
+capture by name (traffic.remora.io/excludeOutboundServices) are resolved to
+their addresses in the cluster of --kubeconfig; without it such a pod is
+refused.`,
 		Example: `  injector inject -f examples/bookinfo-reviews.yaml
   injector inject -f app.yaml | kubectl apply -f -
-  injector inject -f app.yaml --set values.global.proxy.statusPort=0 --native-sidecars=false`,
+  injector inject -f app.yaml --set values.global.proxy.statusPort=0 --native-sidecars=false
+  injector inject -f app-with-excluded-services.yaml --kubeconfig ~/.kube/config --context prod`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -121,12 +178,15 @@ The embedded default configuration is used unless flags override it.`,
 			if err != nil {
 				return err
 			}
+			if err := lookup.connect(); err != nil {
+				return err
+			}
 			in, err := readInputs(file, cmd.InOrStdin())
 			if err != nil {
 				return fmt.Errorf("-f %s: %w", file, err)
 			}
 			out, reports, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-				res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl})
+				res, err := inject.Inject(lookup.request(cmd.Context(), pod, wl, cfg))
 				if err != nil {
 					return nil, false, "", "", err
 				}
@@ -148,6 +208,7 @@ The embedded default configuration is used unless flags override it.`,
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, directory, or - for standard input")
 	cfgFlag.register(cmd)
+	lookup.register(cmd)
 	return cmd
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/remora-mesh/remora/internal/configwatch"
 	"github.com/remora-mesh/remora/internal/drain"
 	"github.com/remora-mesh/remora/internal/selfcert"
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/internal/upgrade"
 	"github.com/remora-mesh/remora/internal/webhook"
 	"github.com/remora-mesh/remora/pkg/version"
@@ -92,8 +93,11 @@ func (o *serveOptions) newManager(restCfg *rest.Config) (manager.Manager, error)
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &gracePeriod,
 		Cache: cache.Options{
-			// Only namespace metadata is cached; drop what is never read.
+			// Namespace metadata is cached; drop what is never read. With
+			// --exclude-services, Services and EndpointSlices too, reduced
+			// to what the resolver reads.
 			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject:         services.CacheOptions(),
 		},
 	})
 	if err != nil {
@@ -162,6 +166,7 @@ func (o *serveOptions) setupUpgradeController(mgr manager.Manager, watcher *conf
 		RestartNamespaces:     o.restartNamespaces,
 		MaxConcurrentRestarts: o.maxConcurrentRestarts,
 		MaintenanceWindow:     window,
+		ExcludeServices:       o.webhook.ExcludeServices,
 	}); err != nil {
 		return fmt.Errorf("setting up the upgrade controller: %w", err)
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/internal/upgrade"
 )
 
@@ -31,6 +33,8 @@ image; config: anything else) and a status:
 
   up to date                       every pod was injected with the current configuration
   needs restart                    some pods are outdated; recreating them refreshes the sidecar
+                                   (CHANGED services: a Service the pods exclude from the capture
+                                   by name has new addresses, listed below the table)
   restarting                       some pods are outdated and a rollout is in progress
   injected but no longer selected  the namespace or the pod no longer selects injection;
                                    recreating the pods removes the sidecar
@@ -68,7 +72,7 @@ func (o *statusOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	snap, err := upgrade.ListSnapshot(ctx, c, cfg, o.namespace, upgrade.ListPods(c, o.namespace))
+	snap, err := upgrade.ListSnapshot(ctx, c, cfg, o.namespace, upgrade.ListPods(c, o.namespace), (&services.Resolver{Reader: c}).Lookup)
 	if err != nil {
 		return err
 	}
@@ -100,7 +104,31 @@ func printStatus(out io.Writer, rep *upgrade.Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := printChangedServices(out, rep); err != nil {
+		return err
+	}
 	_, err := fmt.Fprintf(out, "\n%d of %d workloads not up to date; %d of %d injected pods outdated, %d no longer selected (configuration %s, revision %s).\n",
 		needs, len(rep.Workloads), rep.Pods.Outdated, rep.Pods.Total, rep.Pods.Unselected, rep.Hash, rep.Revision)
 	return err
+}
+
+// printChangedServices lists, after the table, the Services whose addresses
+// changed under the workloads that exclude them.
+func printChangedServices(out io.Writer, rep *upgrade.Report) error {
+	sep := "\n"
+	for _, w := range rep.Workloads {
+		if len(w.ChangedServices) == 0 {
+			continue
+		}
+		names := make([]string, len(w.ChangedServices))
+		for i, r := range w.ChangedServices {
+			names[i] = r.String()
+		}
+		if _, err := fmt.Fprintf(out, "%s%s %s/%s: excluded Services with new addresses (recreate its pods so they are resolved again): %s\n",
+			sep, w.Ref.Kind, w.Ref.Namespace, w.Ref.Name, strings.Join(names, ", ")); err != nil {
+			return err
+		}
+		sep = ""
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -326,5 +327,28 @@ func TestPrintStatusEmpty(t *testing.T) {
 	}
 	if got := out.String(); !strings.Contains(got, "No injected pods") || !strings.Contains(got, "abc") {
 		t.Errorf("output %q", got)
+	}
+}
+
+// TestPrintStatusServices: a workload whose excluded Services changed shows
+// "services" as its change, and the Services are listed under the table.
+func TestPrintStatusServices(t *testing.T) {
+	var out bytes.Buffer
+	rep := &upgrade.Report{Hash: "abc", Revision: "default", Workloads: []upgrade.WorkloadReport{{
+		Ref:             upgrade.Ref{Kind: upgrade.KindDeployment, Namespace: "shop", Name: "orders"},
+		Counts:          upgrade.Counts{Total: 2, Outdated: 2, StaleServices: 2},
+		Change:          upgrade.ChangeServices,
+		ChangedServices: []inject.ServiceRef{{Namespace: "db", Name: "mysql"}},
+		Status:          upgrade.StatusNeedsRestart,
+	}}, Pods: upgrade.Counts{Total: 2, Outdated: 2, StaleServices: 2}}
+	if err := printStatus(&out, rep); err != nil {
+		t.Fatal(err)
+	}
+	rows := tableRows(t, out.String())
+	if len(rows) != 1 || !slices.Equal(rows[0], []string{"shop", "orders", "Deployment", "2/2", "services", "needs restart"}) {
+		t.Errorf("rows %q", rows)
+	}
+	if want := "Deployment shop/orders: excluded Services with new addresses (recreate its pods so they are resolved again): mysql.db\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
 	}
 }

@@ -42,7 +42,24 @@ const (
 	// ChangeImage: the pod's istio-proxy image is not the current
 	// configuration's proxy image.
 	ChangeImage Change = "image"
+	// ChangeServices: the configuration did not change, but a Service the
+	// pod excludes from the capture by name has an address the pod does
+	// not exclude (see services.go).
+	ChangeServices Change = "services"
 )
+
+// rank orders changes: a workload reports its most far-reaching one.
+func (c Change) rank() int {
+	switch c {
+	case ChangeImage:
+		return 3
+	case ChangeConfig:
+		return 2
+	case ChangeServices:
+		return 1
+	}
+	return 0
+}
 
 // String returns the change for a table: "-" when there is none.
 func (c Change) String() string {
@@ -232,6 +249,9 @@ type Snapshot struct {
 	Deployments  []appsv1.Deployment
 	StatefulSets []appsv1.StatefulSet
 	DaemonSets   []appsv1.DaemonSet
+	// Services are the current addresses of the Services the pods exclude
+	// from the capture by name (ResolveServices); nil: not compared.
+	Services ServiceAddrs
 }
 
 // Report is the result of Evaluate.
@@ -267,6 +287,9 @@ type Counts struct {
 	Outdated int
 	// Unselected pods (injected but no longer selected).
 	Unselected int
+	// StaleServices are the pods, outdated or not, that exclude a Service
+	// whose addresses changed since they were injected.
+	StaleServices int
 }
 
 // WorkloadReport is the state of one workload's injected pods.
@@ -290,6 +313,16 @@ type WorkloadReport struct {
 	// UnselectedReason says why its pods are no longer selected (the first
 	// pod's reason).
 	UnselectedReason string
+	// ChangedServices are the Services its pods exclude whose addresses
+	// changed since they were injected, sorted.
+	ChangedServices []inject.ServiceRef
+	// RestartKey is what a restart is for (AnnotationRestartedFor): the
+	// configuration hash, or, when only excluded Services changed, the hash
+	// and a digest of their current addresses.
+	RestartKey string
+	// configOutdated counts its pods outdated by the configuration (image
+	// or config), not only by Services.
+	configOutdated int
 	// Rollout is the rollout state of a Deployment, StatefulSet or
 	// DaemonSet found in the snapshot; nil for other kinds.
 	Rollout *Rollout
@@ -329,6 +362,7 @@ func Evaluate(s *Snapshot) *Report {
 
 	groups := map[Ref]*WorkloadReport{}
 	byController := map[controllerKey]*WorkloadReport{}
+	check := serviceCheck{current: s.Services}
 	for _, pod := range s.Pods {
 		if !Considered(pod, rev) {
 			continue
@@ -338,6 +372,13 @@ func Evaluate(s *Snapshot) *Report {
 			continue // the namespace is being deleted or not in the cache yet
 		}
 		v := ClassifyPod(pod, labels, cfg, rev)
+		var stale []inject.ServiceRef
+		if v.State != PodUnselected {
+			stale = check.stale(pod)
+			if v.State == PodUpToDate && len(stale) > 0 {
+				v = PodVerdict{State: PodOutdated, Change: ChangeServices}
+			}
+		}
 		// Pods of one controller belong to one workload: resolve it once.
 		ck := controllerKey{pod.Namespace, pod.owner}
 		w := byController[ck]
@@ -352,26 +393,11 @@ func Evaluate(s *Snapshot) *Report {
 			}
 		}
 		nc := rep.Namespaces[pod.Namespace]
-		w.Total++
-		nc.Total++
-		rep.Pods.Total++
-		switch v.State {
-		case PodOutdated:
-			w.Outdated++
-			nc.Outdated++
-			rep.Pods.Outdated++
-			if v.Change == ChangeImage || w.Change == ChangeNone {
-				w.Change = v.Change
-			}
-		case PodUnselected:
-			w.Unselected++
-			nc.Unselected++
-			rep.Pods.Unselected++
-			if w.UnselectedReason == "" {
-				w.UnselectedReason = v.Reason
-			}
+		for _, c := range []*Counts{&w.Counts, &nc, &rep.Pods} {
+			c.add(v, len(stale) > 0)
 		}
 		rep.Namespaces[pod.Namespace] = nc
+		w.add(v, stale)
 	}
 
 	rep.Rollouts = make(map[Ref]*Rollout, len(s.Deployments)+len(s.StatefulSets)+len(s.DaemonSets))
@@ -395,12 +421,64 @@ func Evaluate(s *Snapshot) *Report {
 			w.Rollout = ro
 		}
 		w.Status = statusOf(w)
+		w.RestartKey = rep.Hash
+		if w.configOutdated == 0 && w.Unselected == 0 && len(w.ChangedServices) > 0 {
+			w.RestartKey = servicesRestartKey(rep.Hash, w.ChangedServices, s.Services)
+		}
 		rep.Workloads = append(rep.Workloads, *w)
 	}
 	slices.SortFunc(rep.Workloads, func(a, b WorkloadReport) int {
 		return compareRefs(a.Ref, b.Ref)
 	})
 	return rep
+}
+
+// add counts a pod of verdict v; stale says whether it excludes a Service
+// whose addresses changed.
+func (c *Counts) add(v PodVerdict, stale bool) {
+	c.Total++
+	switch v.State {
+	case PodOutdated:
+		c.Outdated++
+	case PodUnselected:
+		c.Unselected++
+	}
+	if stale {
+		c.StaleServices++
+	}
+}
+
+// add records what a pod of verdict v says about its workload: the change
+// that reaches furthest, why it is no longer selected, the Services whose
+// addresses changed under it.
+func (w *WorkloadReport) add(v PodVerdict, stale []inject.ServiceRef) {
+	switch v.State {
+	case PodOutdated:
+		if v.Change.rank() > w.Change.rank() {
+			w.Change = v.Change
+		}
+		if v.Change != ChangeServices {
+			w.configOutdated++
+		}
+	case PodUnselected:
+		if w.UnselectedReason == "" {
+			w.UnselectedReason = v.Reason
+		}
+	}
+	for _, ref := range stale {
+		if i, found := slices.BinarySearchFunc(w.ChangedServices, ref, inject.ServiceRef.Compare); !found {
+			w.ChangedServices = slices.Insert(w.ChangedServices, i, ref)
+		}
+	}
+}
+
+// restartFor is what a restart of the workload is for: its RestartKey, or
+// hash for a report built without one.
+func (w *WorkloadReport) restartFor(hash string) string {
+	if w.RestartKey != "" {
+		return w.RestartKey
+	}
+	return hash
 }
 
 // EventObject returns the object to report Events on: the cached workload,

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
@@ -104,6 +105,13 @@ type Options struct {
 	// MinEvaluationInterval is the least time between two evaluations
 	// (default DefaultMinEvaluationInterval).
 	MinEvaluationInterval time.Duration
+	// ExcludeServices compares the Services pods exclude from the capture
+	// by name with what they resolved to at injection, and makes outdated
+	// the pods under whose Services new addresses appeared
+	// (--exclude-services). The Services and EndpointSlices are read from,
+	// and watched in, the manager's cache, which the webhook shares
+	// (webhook.Options.ExcludeServices starts the informers).
+	ExcludeServices bool
 }
 
 func (o *Options) defaults() error {
@@ -178,6 +186,7 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 	logger := mgr.GetLogger().WithName("upgrade")
 	r := &reconciler{
 		opts:     opts,
+		excluded: &excludedRefs{},
 		cache:    c,
 		pods:     pods,
 		client:   mgr.GetClient(),
@@ -188,6 +197,7 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 		reported: map[Ref]string{},
 		outdated: gaugeSet{gauge: outdatedPods},
 		unselect: gaugeSet{gauge: unselectedPods},
+		stale:    gaugeSet{gauge: staleServicePods},
 	}
 	// The controller is not added to the manager: leaderRunnable starts it,
 	// after its cache, on the leader only.
@@ -221,6 +231,14 @@ func setup(mgr manager.Manager, opts Options) (*reconciler, error) {
 		source.Kind(c, client.Object(metadataOf(appsv1.SchemeGroupVersion.WithKind(KindReplicaSet))), toAll, createdOnly),
 		source.Kind(c, client.Object(metadataOf(batchv1JobGVK)), toAll, createdOnly),
 		source.Func(r.watchConfig),
+	}
+	if opts.ExcludeServices {
+		r.services = (&services.Resolver{Reader: mgr.GetCache()}).Lookup
+		// Only Services that injected pods exclude, and only changes of
+		// their addresses, cost an evaluation.
+		for _, obj := range services.Objects() {
+			sources = append(sources, source.Kind(mgr.GetCache(), obj, toAll, r.excluded.servicePredicate()))
+		}
 	}
 	for _, s := range sources {
 		if err := ctrl.Watch(s); err != nil {
@@ -355,11 +373,18 @@ type reconciler struct {
 	// tracked are restarts seen in progress, to count and report them once
 	// when they finish or fail.
 	tracked map[Ref]*trackedRollout
-	// reported holds, per workload, the hash its OutdatedSidecars Event was
-	// emitted for.
+	// reported holds, per workload, the restart key (the hash, with the
+	// excluded Services' addresses when only they changed) its
+	// OutdatedSidecars Event was emitted for.
 	reported map[Ref]string
+	// services looks up the Services pods exclude (nil without
+	// Options.ExcludeServices); excluded are those the last snapshot's
+	// pods exclude, for the watches' predicate.
+	services ServiceSource
+	excluded *excludedRefs
 	outdated gaugeSet
 	unselect gaugeSet
+	stale    gaugeSet
 
 	// evaluations counts full evaluations (for tests).
 	evaluations atomic.Int64
@@ -433,18 +458,28 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 
 // snapshot lists the cache, and the pods from the pod store.
 func (r *reconciler) snapshot(ctx context.Context, cfg *config.Config) (*Snapshot, error) {
-	return ListSnapshot(ctx, r.cache, cfg, "", func(context.Context) ([]*PodInfo, error) { return r.pods.List(), nil })
+	snap, err := ListSnapshot(ctx, r.cache, cfg, "", func(context.Context) ([]*PodInfo, error) { return r.pods.List(), nil }, r.services)
+	if err != nil {
+		return nil, err
+	}
+	if r.services != nil {
+		r.excluded.store(snap.Pods)
+	}
+	return snap, nil
 }
 
 func (r *reconciler) updateGauges(rep *Report) {
 	outdated := make(map[string]int, len(rep.Namespaces))
 	unselected := make(map[string]int, len(rep.Namespaces))
+	stale := make(map[string]int, len(rep.Namespaces))
 	for ns, c := range rep.Namespaces {
 		outdated[ns] = c.Outdated
 		unselected[ns] = c.Unselected
+		stale[ns] = c.StaleServices
 	}
 	r.outdated.update(outdated)
 	r.unselect.update(unselected)
+	r.stale.update(stale)
 }
 
 // trackRollouts counts and reports, once each, the restarts that finished
@@ -596,8 +631,8 @@ func (r *reconciler) decide(rep *Report, w *WorkloadReport, p *plan) string {
 		return "injected but no longer selected: restarted only with an explicit " + AnnotationRestartOutdated + "=true annotation, which would remove its sidecars"
 	case !opt.Allowed:
 		return "restart: " + opt.Source
-	case ro.RestartedFor() == rep.Hash:
-		return "already restarted for configuration " + rep.Hash
+	case ro.RestartedFor() == w.restartFor(rep.Hash):
+		return "already restarted for " + w.restartFor(rep.Hash)
 	case p.restarting[w.Ref]:
 		return "restarting"
 	case ro.Paused:
@@ -638,14 +673,15 @@ func (r *reconciler) report(rep *Report, p *plan) {
 			continue
 		}
 		current[w.Ref] = true
-		if r.reported[w.Ref] == rep.Hash {
+		key := w.restartFor(rep.Hash)
+		if r.reported[w.Ref] == key {
 			continue
 		}
 		obj := w.EventObject()
 		if obj == nil {
 			continue // reported once its owner is known
 		}
-		r.reported[w.Ref] = rep.Hash
+		r.reported[w.Ref] = key
 		decision := p.why[w.Ref]
 		if decision == "" {
 			decision = "restarting now"
@@ -653,7 +689,8 @@ func (r *reconciler) report(rep *Report, p *plan) {
 		if logged < maxLoggedWorkloads {
 			logged++
 			r.log.Info("Outdated sidecars", "workload", w.Ref.String(), "outdated", w.Outdated, "unselected", w.Unselected,
-				"pods", w.Total, "change", w.Change.String(), "hash", rep.Hash, "decision", decision)
+				"pods", w.Total, "change", w.Change.String(), "hash", rep.Hash, "staleServices", serviceNames(w.ChangedServices),
+				"decision", decision)
 		} else {
 			notLogged++
 			notLoggedPods += w.Outdated + w.Unselected
@@ -670,15 +707,7 @@ func (r *reconciler) report(rep *Report, p *plan) {
 			continue
 		}
 		evented[ns]++
-		var msg string
-		if w.Unselected > 0 {
-			msg = fmt.Sprintf("%d of %d pods are injected but no longer selected for injection (%s); %s",
-				w.Unselected, w.Total, w.UnselectedReason, decision)
-		} else {
-			msg = fmt.Sprintf("%d of %d pods carry sidecars injected with an older configuration (%s changed; current %s); %s",
-				w.Outdated, w.Total, w.Change, rep.Hash, decision)
-		}
-		r.event(obj, corev1.EventTypeNormal, ReasonOutdatedSidecars, "Report", msg)
+		r.event(obj, corev1.EventTypeNormal, ReasonOutdatedSidecars, "Report", outdatedNote(w, rep.Hash, decision))
 	}
 	if notLogged > 0 {
 		r.log.Info("Outdated sidecars in more workloads (not logged one by one; `injector status` lists them)",
@@ -710,32 +739,31 @@ func (r *reconciler) restart(ctx context.Context, rep *Report, p *plan) error {
 			continue
 		}
 		at := r.opts.Now().UTC().Format(time.RFC3339)
+		key := w.restartFor(rep.Hash)
 		obj := orig.DeepCopyObject().(client.Object)
-		annotate(obj, AnnotationRestartedFor, rep.Hash)
+		annotate(obj, AnnotationRestartedFor, key)
 		tmpl := templateOf(obj)
 		if tmpl.Annotations == nil {
 			tmpl.Annotations = map[string]string{}
 		}
 		tmpl.Annotations[AnnotationRestartedAt] = at
-		tmpl.Annotations[AnnotationRestartedFor] = rep.Hash
+		tmpl.Annotations[AnnotationRestartedFor] = key
 		tmpl.Annotations[AnnotationRestartedBy] = rep.Revision
 		patch := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
-		log := r.log.WithValues("workload", w.Ref.String(), "hash", rep.Hash, "outdated", w.Outdated, "pods", w.Total,
+		log := r.log.WithValues("workload", w.Ref.String(), "hash", rep.Hash, "restartedFor", key, "outdated", w.Outdated, "pods", w.Total,
 			"change", w.Change.String())
 		if err := r.client.Patch(ctx, obj, patch, client.FieldOwner(ControllerName)); err != nil {
 			return fmt.Errorf("restarting %s: %w", w.Ref, err)
 		}
-		r.pending[w.Ref] = pendingRestart{hash: rep.Hash, at: at, since: time.Now()}
+		r.pending[w.Ref] = pendingRestart{hash: key, at: at, since: time.Now()}
 		// Track it from now on, so that a rollout that finishes before the
 		// next evaluation is still counted and evented.
-		r.tracked[w.Ref] = &trackedRollout{hash: rep.Hash}
+		r.tracked[w.Ref] = &trackedRollout{hash: key}
 		p.restarting[w.Ref] = true
 		restartsTotal.WithLabelValues(resultStarted).Inc()
 		log.Info("Restarting a workload with outdated sidecars", "restartedAt", at,
 			"restarting", len(p.restarting), "maxConcurrentRestarts", r.opts.MaxConcurrentRestarts)
-		r.event(obj, corev1.EventTypeNormal, ReasonRestarting, "Restart",
-			fmt.Sprintf("Rolling restart: %d of %d pods carry sidecars injected with an older configuration (%s changed); restarted for configuration %s",
-				w.Outdated+w.Unselected, w.Total, w.Change, rep.Hash))
+		r.event(obj, corev1.EventTypeNormal, ReasonRestarting, "Restart", restartingNote(w, key))
 	}
 	return nil
 }
@@ -763,4 +791,33 @@ func templateOf(obj client.Object) *corev1.PodTemplateSpec {
 
 func (r *reconciler) event(obj client.Object, eventType, reason, action, note string) {
 	r.events.emit(obj, eventType, reason, action, note)
+}
+
+// outdatedNote is the OutdatedSidecars Event's note on a workload.
+func outdatedNote(w *WorkloadReport, hash, decision string) string {
+	switch {
+	case w.Unselected > 0:
+		return fmt.Sprintf("%d of %d pods are injected but no longer selected for injection (%s); %s",
+			w.Unselected, w.Total, w.UnselectedReason, decision)
+	case w.Change == ChangeServices:
+		return fmt.Sprintf("%d of %d pods exclude Services from the capture whose addresses changed since they were injected (%s): "+
+			"their connections to the new addresses go through the proxy; %s",
+			w.Outdated, w.Total, serviceNames(w.ChangedServices), decision)
+	}
+	msg := fmt.Sprintf("%d of %d pods carry sidecars injected with an older configuration (%s changed; current %s)",
+		w.Outdated, w.Total, w.Change, hash)
+	if len(w.ChangedServices) > 0 {
+		msg += "; excluded Services' addresses changed too (" + serviceNames(w.ChangedServices) + ")"
+	}
+	return msg + "; " + decision
+}
+
+// restartingNote is the RestartingOutdatedSidecars Event's note.
+func restartingNote(w *WorkloadReport, key string) string {
+	if w.Change == ChangeServices {
+		return fmt.Sprintf("Rolling restart: %d of %d pods exclude Services whose addresses changed (%s); restarted for %s",
+			w.Outdated, w.Total, serviceNames(w.ChangedServices), key)
+	}
+	return fmt.Sprintf("Rolling restart: %d of %d pods carry sidecars injected with an older configuration (%s changed); restarted for configuration %s",
+		w.Outdated+w.Unselected, w.Total, w.Change, key)
 }

@@ -15,12 +15,18 @@ const (
 var (
 	outdatedPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "remora_outdated_pods",
-		Help: "Injected pods whose sidecar was injected with an older configuration than the current one, by namespace " +
-			"(only namespaces that have some).",
+		Help: "Injected pods whose sidecar was injected with an older configuration than the current one, or that exclude a " +
+			"Service whose addresses changed since, by namespace (only namespaces that have some).",
 	}, []string{"namespace"})
 	unselectedPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "remora_unselected_injected_pods",
 		Help: "Injected pods whose namespace or pod no longer selects injection, by namespace (only namespaces that have some).",
+	}, []string{"namespace"})
+	staleServicePods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "remora_stale_excluded_service_pods",
+		Help: "Injected pods that exclude a Service from the capture by name (traffic.remora.io/excludeOutboundServices) " +
+			"which has an address they do not exclude, because it changed since they were injected, by namespace (only namespaces " +
+			"that have some). They are also counted in remora_outdated_pods.",
 	}, []string{"namespace"})
 	injectedPods = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "remora_upgrade_injected_pods",
@@ -44,7 +50,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(outdatedPods, unselectedPods, restartsTotal, injectedPods, evaluationSeconds, eventsTotal)
+	metrics.Registry.MustRegister(outdatedPods, unselectedPods, staleServicePods, restartsTotal, injectedPods, evaluationSeconds, eventsTotal)
 	for _, r := range []string{resultStarted, resultFinished, resultFailed} {
 		restartsTotal.WithLabelValues(r)
 	}

@@ -37,6 +37,8 @@ func TestPlan(t *testing.T) {
 		template         map[string]string
 		finished, paused bool
 		manual           string
+		// key is the report's restart key (default: the hash).
+		key string
 	}
 	outdated := func(name string) wl { return wl{name: name, kind: KindDeployment, outdated: 2, finished: true} }
 	with := func(w wl, f func(*wl)) wl { f(&w); return w }
@@ -77,6 +79,18 @@ func TestPlan(t *testing.T) {
 				w.template = map[string]string{AnnotationRestartedFor: "h1"}
 			})},
 			start: []string{"a"}},
+		{name: "restarted for this hash, then an excluded Service's addresses changed: restarted again", opts: Options{RestartOutdated: true},
+			workloads: []wl{with(outdated("a"), func(w *wl) {
+				w.key = hash + "+services-0123"
+				w.annotations = map[string]string{AnnotationRestartedFor: hash}
+			})},
+			start: []string{"a"}},
+		{name: "already restarted for these Services' addresses", opts: Options{RestartOutdated: true},
+			workloads: []wl{with(outdated("a"), func(w *wl) {
+				w.key = hash + "+services-0123"
+				w.annotations = map[string]string{AnnotationRestartedFor: hash + "+services-0123"}
+			})},
+			why: map[string]string{"a": "already restarted for h2+services-0123"}},
 		{name: "paused", opts: Options{RestartOutdated: true},
 			workloads: []wl{with(outdated("a"), func(w *wl) { w.paused = true })},
 			why:       map[string]string{"a": "paused"}},
@@ -138,7 +152,7 @@ func TestPlan(t *testing.T) {
 				NamespaceAnnotations: map[string]map[string]string{"ns": tt.nsAnn}}
 			for _, w := range tt.workloads {
 				ref := Ref{w.kind, "ns", w.name}
-				wr := WorkloadReport{Ref: ref, Counts: Counts{Total: 2, Outdated: w.outdated, Unselected: w.unsel}}
+				wr := WorkloadReport{Ref: ref, Counts: Counts{Total: 2, Outdated: w.outdated, Unselected: w.unsel}, RestartKey: w.key}
 				if ref.Restartable() {
 					d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: w.name, Annotations: w.annotations}}
 					ro := &Rollout{Object: d, Finished: w.finished, Paused: w.paused, Manual: w.manual,

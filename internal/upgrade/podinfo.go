@@ -58,6 +58,20 @@ type PodInfo struct {
 	// finished pods (its watch selects the others); the status command
 	// reads the phase.
 	Finished bool
+	// excluded is the traffic.remora.io/excludedServiceAddresses record:
+	// the Services the pod excludes from the capture and their addresses
+	// at injection; the zero handle when it excludes none. Pods of one
+	// workload share it.
+	excluded unique.Handle[string]
+}
+
+// ExcludedServices returns the pod's traffic.remora.io/excludedServiceAddresses
+// record (inject.FormatExcludedServices), or "" when it excludes no Service.
+func (p *PodInfo) ExcludedServices() string {
+	if p.excluded == (unique.Handle[string]{}) {
+		return ""
+	}
+	return p.excluded.Value()
 }
 
 // Owner is a pod's controller reference, as the classification uses it.
@@ -96,6 +110,9 @@ func PodInfoFromMeta(m *metav1.ObjectMeta) *PodInfo {
 		Terminating: m.DeletionTimestamp != nil,
 	}
 	_, p.OwnImage = m.Annotations[inject.AnnotationProxyImage]
+	if v := m.Annotations[inject.AnnotationExcludedServiceAddresses]; v != "" {
+		p.excluded = unique.Make(v)
+	}
 	if v, ok := m.Labels[inject.LabelInject]; ok {
 		p.Inject, p.InjectSet = intern(v), true
 	} else if v, ok := m.Annotations[inject.AnnotationInject]; ok {

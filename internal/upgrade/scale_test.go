@@ -42,6 +42,9 @@ func TestScale(t *testing.T) {
 	v1, v2 := loadConfig(t, "example.com/proxy:v1"), loadConfig(t, "example.com/proxy:v2")
 	ns := "scale"
 	c.createNamespace(t, ns, enabled, nil)
+	// Its pods never run: a later test's fake kubelet must not spend its
+	// ticks marking 5,000 of them Ready while the namespace is deleted.
+	c.held.Store(ns, true)
 
 	fastCfg := rest.CopyConfig(c.cfg)
 	fastCfg.QPS, fastCfg.Burst = 2000, 4000

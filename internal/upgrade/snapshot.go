@@ -36,11 +36,12 @@ func ListPods(r client.Reader, namespace string) PodSource {
 // ListSnapshot reads what Evaluate needs for cfg: the namespaces' metadata,
 // the pods from pods, the Deployments, StatefulSets and DaemonSets, and the
 // ReplicaSets' and Jobs' metadata, from r, in namespace or, when it is
-// empty, in every namespace. It is the one snapshot lister: the status
-// command reads the API server with it, the controller its cache and its pod
-// store. The lists are read-only (Evaluate does not modify them), so a
-// cache's objects are not deep-copied.
-func ListSnapshot(ctx context.Context, r client.Reader, cfg *config.Config, namespace string, pods PodSource) (*Snapshot, error) {
+// empty, in every namespace; and, unless services is nil, the current
+// addresses of the Services the pods exclude from the capture by name. It
+// is the one snapshot lister: the status command reads the API server with
+// it, the controller its cache and its pod store. The lists are read-only
+// (Evaluate does not modify them), so a cache's objects are not deep-copied.
+func ListSnapshot(ctx context.Context, r client.Reader, cfg *config.Config, namespace string, pods PodSource, services ServiceSource) (*Snapshot, error) {
 	s := &Snapshot{Config: cfg}
 	if namespace != "" {
 		ns := metadataOf(corev1.SchemeGroupVersion.WithKind("Namespace"))
@@ -79,5 +80,10 @@ func ListSnapshot(ctx context.Context, r client.Reader, cfg *config.Config, name
 	}
 	s.Deployments, s.StatefulSets, s.DaemonSets = deps.Items, sts.Items, dss.Items
 	s.ReplicaSets, s.Jobs = rss.Items, jobs.Items
+	if services != nil {
+		if s.Services, err = ResolveServices(ctx, s.Pods, services); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }

@@ -73,8 +73,8 @@ type Handler struct {
 var _ admission.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler, or an error naming a missing option. It reads
-// the handler's options only (Config, Namespaces, Uncached, OwnNamespace),
-// not the server's.
+// the handler's options only (Config, Namespaces, Uncached, OwnNamespace,
+// Services), not the server's.
 func NewHandler(opts Options) (*Handler, error) {
 	if opts.Config == nil {
 		return nil, errors.New("webhook: Options.Config is required")
@@ -191,6 +191,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) outcome {
 		NamespaceLabels: nsLabels,
 		OwnNamespace:    h.opts.OwnNamespace,
 		Config:          h.opts.Config(),
+		Services:        h.services(ctx, pod),
 	})
 	switch {
 	case inject.IsRefused(err):

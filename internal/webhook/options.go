@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/remora-mesh/remora/internal/services"
 	"github.com/remora-mesh/remora/pkg/config"
 )
 
@@ -23,8 +24,8 @@ var DefaultCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-
 
 // Options configure the webhook. Port, CertDir and EnableHTTP2 configure its
 // server: they are flags (AddFlags, Validate) and build the manager's
-// webhook server (Server); WorkloadEvents and WorkloadEventInterval are flags
-// that Setup reads. The others are the handler's inputs: NewHandler reads
+// webhook server (Server); WorkloadEvents, WorkloadEventInterval and
+// ExcludeServices are flags that Setup reads. The others are the handler's inputs: NewHandler reads
 // only those, and Setup fills Namespaces and Uncached from the
 // manager when they are nil.
 type Options struct {
@@ -61,6 +62,17 @@ type Options struct {
 	Uncached client.Reader
 	// OwnNamespace is the injector's namespace; it is never injected.
 	OwnNamespace string
+
+	// ExcludeServices resolves the Services pods name in
+	// traffic.remora.io/excludeOutboundServices (--exclude-services):
+	// Setup starts informers of Services and EndpointSlices in the
+	// manager's cache and gates readiness on their sync. Off, such a pod
+	// is refused, saying the feature is off.
+	ExcludeServices bool
+	// Services resolves them; Setup's default with ExcludeServices: the
+	// manager's cache, and its API reader for a Service the cache has not
+	// seen yet. Nil: the feature is off.
+	Services *services.Resolver
 }
 
 // NewOptions returns Options holding the server's defaults.
@@ -69,8 +81,8 @@ func NewOptions() *Options {
 }
 
 // AddFlags registers the webhook's flags --port, --cert-dir,
-// --enable-http2, --workload-events and --workload-event-interval on fs,
-// with the current values as defaults.
+// --enable-http2, --workload-events, --workload-event-interval and
+// --exclude-services on fs, with the current values as defaults.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir,
@@ -82,6 +94,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 			"or skips although it asks for a sidecar; needs create on events.k8s.io Events and get on ReplicaSets and Jobs")
 	fs.DurationVar(&o.WorkloadEventInterval, "workload-event-interval", o.WorkloadEventInterval,
 		"at most one such Event per workload and reason in this interval (per replica)")
+	fs.BoolVar(&o.ExcludeServices, "exclude-services", o.ExcludeServices,
+		"resolve the Services pods name in traffic.remora.io/excludeOutboundServices to their addresses, from a cache of Services and EndpointSlices (needs list and watch of both, get of Services); off: such a pod is refused")
 }
 
 // Validate reports every invalid flag, under fldPath.

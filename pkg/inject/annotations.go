@@ -88,6 +88,9 @@ type parsed struct {
 	scrapeTargets                                   []scrapeTarget
 	proxyConfig                                     *config.ProxyConfig
 	templates                                       []string
+	// excludeServices are the Services of excludeOutboundServices; a bare
+	// name's namespace is empty until resolve knows the pod's.
+	excludeServices []ServiceRef
 }
 
 // parseAnnotations validates every annotation the engine reads and returns
@@ -97,6 +100,14 @@ func parseAnnotations(ann map[string]string, cfg *config.Config) (*parsed, error
 	p := &parsed{}
 	p.includeCIDRs = v.cidrList(AnnotationIncludeOutboundCIDRs, true)
 	p.excludeCIDRs = v.cidrList(AnnotationExcludeOutboundCIDRs, false)
+	if s, ok := v.get(AnnotationExcludeOutboundServices); ok {
+		refs, err := ParseServiceRefs(s, "")
+		if err != nil {
+			v.fail(AnnotationExcludeOutboundServices, s, "must be a comma-separated list of Services, NAME.NAMESPACE or NAME "+
+				"(in the pod's namespace), such as mysql.db,postgres: "+err.Error())
+		}
+		p.excludeServices = refs
+	}
 	p.includeInPorts = v.portList(AnnotationIncludeInboundPorts, true)
 	p.excludeInPorts = v.portList(AnnotationExcludeInboundPorts, false)
 	p.includeOutPorts = v.portList(AnnotationIncludeOutboundPorts, false)

@@ -344,6 +344,10 @@ var annotationEffects = []effect{
 	{key: AnnotationExcludeOutboundCIDRs, ann: map[string]string{AnnotationExcludeOutboundCIDRs: "10.96.10.5/32"}, check: func(t *testing.T, r Result) {
 		want(t, "-x", initArg(t, r.Pod, "-x"), "10.96.10.5/32")
 	}},
+	{key: AnnotationExcludeOutboundServices, ann: map[string]string{AnnotationExcludeOutboundServices: "mysql.db"}, check: func(t *testing.T, r Result) {
+		want(t, "-x", initArg(t, r.Pod, "-x"), "10.96.10.5/32")
+		want(t, "record", r.Pod.Annotations[AnnotationExcludedServiceAddresses], "mysql.db=10.96.10.5")
+	}},
 	{key: AnnotationIncludeInboundPorts, ann: map[string]string{AnnotationIncludeInboundPorts: "8080"}, check: func(t *testing.T, r Result) {
 		want(t, "-b", initArg(t, r.Pod, "-b"), "8080")
 	}},
@@ -504,7 +508,7 @@ func runEffects(t *testing.T, rows []effect) {
 				if row && e.rowPod != nil {
 					e.rowPod(pod)
 				}
-				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg})
+				res, err := Inject(Request{Pod: pod, Namespace: "shop", NamespaceLabels: e.nsLabels, Config: cfg, Services: testServices})
 				if err != nil {
 					t.Fatalf("Inject: %v", err)
 				}

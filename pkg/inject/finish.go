@@ -32,6 +32,7 @@ func finish(out *corev1.Pod, req Request, r *resolved, data *TemplateData, touch
 	if err := recordStatus(out, orig, req.Config, touched, r.promPort, r.ann.scrapeTargets); err != nil {
 		return err
 	}
+	recordExcludedServices(out, r.excluded)
 	return validateResult(out)
 }
 

@@ -1,6 +1,8 @@
 package inject
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/remora-mesh/remora/pkg/config"
@@ -74,6 +76,35 @@ func FuzzAnnotations(f *testing.F) {
 		}
 		if !IsRefused(err) {
 			t.Fatalf("%s=%q: error is neither an *AnnotationError nor a *PodError: %v", key, value, err)
+		}
+	})
+}
+
+// FuzzParseServiceRefs: what parses names valid Services, spelled back it
+// parses to the same refs, and their record parses back too.
+func FuzzParseServiceRefs(f *testing.F) {
+	for _, s := range []string{"", "mysql.db", "postgres", " a.b , c ", "a.b.c", "A.b", "a,,b", "1a.b", "a.", ".b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		refs, err := ParseServiceRefs(s, "ns")
+		if err != nil {
+			return
+		}
+		names := make([]string, len(refs))
+		services := make([]ExcludedService, len(refs))
+		for i, r := range refs {
+			names[i] = r.String()
+			services[i] = ExcludedService{Ref: r}
+		}
+		again, err := ParseServiceRefs(strings.Join(names, ","), "other")
+		if err != nil || !slices.Equal(again, refs) {
+			t.Fatalf("ParseServiceRefs(%q)=%v does not round-trip: %v %v", s, refs, again, err)
+		}
+		rec := FormatExcludedServices(services)
+		back, err := ParseExcludedServices(rec)
+		if err != nil || FormatExcludedServices(back) != rec {
+			t.Fatalf("record %q does not parse back: %v %v", rec, back, err)
 		}
 	})
 }

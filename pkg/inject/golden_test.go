@@ -3,6 +3,7 @@ package inject_test
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ func goldenOutput(t *testing.T, file string, native bool) []byte {
 	}
 	cfg := testenv.DefaultConfig(native)
 	out, reports, err := manifest.Process(bytes.NewReader(in), func(pod *corev1.Pod, wl inject.Workload) (*corev1.Pod, bool, string, string, error) {
-		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl})
+		res, err := inject.Inject(inject.Request{Pod: pod, Namespace: pod.Namespace, Config: cfg, Workload: wl, Services: goldenServices})
 		if err != nil {
 			return nil, false, "", "", err
 		}
@@ -68,6 +69,30 @@ func goldenOutput(t *testing.T, file string, native bool) []byte {
 	}
 	b.Write(out)
 	return b.Bytes()
+}
+
+// goldenServices are the Services the golden cases exclude: a dual-stack
+// ClusterIP Service, a headless one and an ExternalName one.
+var goldenServices = goldenServiceTable{
+	{Namespace: "db", Name: "mysql"}:   {"10.96.10.5", "fd00:10:96::1f4"},
+	{Namespace: "shop", Name: "cache"}: {"10.244.3.12", "10.244.1.7"},
+}
+
+type goldenServiceTable map[inject.ServiceRef][]string
+
+func (g goldenServiceTable) ServiceAddresses(ref inject.ServiceRef) ([]netip.Addr, error) {
+	if ref == (inject.ServiceRef{Namespace: "db", Name: "warehouse"}) {
+		return nil, inject.ServiceExternalName(ref, "warehouse.example.com")
+	}
+	addrs, ok := g[ref]
+	if !ok {
+		return nil, inject.ServiceNotFound(ref)
+	}
+	out := make([]netip.Addr, len(addrs))
+	for i, a := range addrs {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out, nil
 }
 
 // TestGolden runs the engine on every case of testdata/golden and compares

@@ -39,6 +39,11 @@ type Request struct {
 	// Workload names the pod's owning workload; when empty it is derived
 	// from the pod's owner references and generateName.
 	Workload Workload
+	// Services resolves the Services the pod names in
+	// traffic.remora.io/excludeOutboundServices to their addresses; nil
+	// when there is no cluster to ask, and a pod that names Services is
+	// then refused. It is called only for such a pod.
+	Services ServiceResolver
 	// AlwaysRender renders even the unchanged built-in template through
 	// text/template and the strategic merge instead of placing its fragment
 	// directly. The result is the same (a test proves it); it is slower.
@@ -55,9 +60,10 @@ type Request struct {
 //  1. policy (policy.go): whether the pod is to be injected at all, and
 //     if not, why (and, in warnings.go, what the pod sets in vain).
 //  2. resolve (resolve.go): validate the pod's annotations and settle every
-//     setting once, the pod's annotation over the configuration; note
-//     deprecated annotations and those without effect in the pod's mode
-//     (warnings.go).
+//     setting once, the pod's annotation over the configuration; resolve
+//     the Services the pod excludes (services.go), through
+//     Request.Services; note deprecated annotations and those without
+//     effect in the pod's mode (warnings.go).
 //  3. assemble (assemble.go, containers.go): compute what a template sees:
 //     the proxy and capture containers, volumes, labels and annotations.
 //  4. place (merge.go): add them to a copy of the pod, directly for the

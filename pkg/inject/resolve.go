@@ -57,6 +57,9 @@ type resolved struct {
 	templates []string
 	// promPort is where Prometheus scrapes the agent.
 	promPort int32
+	// excluded are the Services the pod excludes from the capture and
+	// their addresses (also in capture.excludeCIDRs).
+	excluded []ExcludedService
 	// warnings are the pod's admission warnings (warnings.go).
 	warnings warnings
 }
@@ -136,6 +139,14 @@ func resolve(req Request, ns string) (resolved, error) {
 	if r.ns == "" {
 		r.ns = "default"
 	}
+	// Without a capture (interception mode NONE) there is nothing to
+	// exclude Services from: they are not resolved (a warning says so).
+	if captures(s, r.mode) {
+		if r.excluded, err = resolveExcludedServices(req, inNamespace(p.excludeServices, r.ns)); err != nil {
+			return resolved{}, err
+		}
+	}
+	r.capture.excludeCIDRs = excludeServiceCIDRs(r.capture.excludeCIDRs, r.excluded)
 	if r.workload.Name == "" {
 		r.workload = deriveWorkload(req.Pod)
 	}

@@ -60,6 +60,18 @@ func recordStatus(out, orig *corev1.Pod, cfg *config.Config, touched templateCon
 	return nil
 }
 
+// recordExcludedServices records what the Services the pod excludes
+// resolved to (AnnotationExcludedServiceAddresses), for the companion
+// controller; a pod that excludes none carries no record, whatever its
+// manifest said.
+func recordExcludedServices(out *corev1.Pod, excluded []ExcludedService) {
+	if len(excluded) == 0 {
+		delete(out.Annotations, AnnotationExcludedServiceAddresses)
+		return
+	}
+	out.Annotations[AnnotationExcludedServiceAddresses] = FormatExcludedServices(excluded)
+}
+
 // injectedStatus lists what the pod has that orig did not: for the
 // containers, what the templates wrote, in their order (as Istio lists
 // it), then anything else new.

@@ -92,7 +92,7 @@ func Uninject(pod *corev1.Pod) (*corev1.Pod, bool, error) {
 	}
 	restoreProbes(out, probers)
 
-	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, AnnotationInjectedImage, LabelRevision, AnnotationProxyOverrides,
+	for _, k := range []string{AnnotationStatus, AnnotationConfigHash, AnnotationInjectedImage, AnnotationExcludedServiceAddresses, LabelRevision, AnnotationProxyOverrides,
 		AnnotationDefaultContainer, AnnotationDefaultLogsContainer, promScrape, promPort, promPath} {
 		delete(out.Annotations, k)
 	}

@@ -77,7 +77,7 @@ var settingAnnotations = [...]string{
 	AnnotationUserVolumeMount, AnnotationStatusPort, AnnotationRerouteVirtualIfaces,
 	AnnotationExcludeInboundPorts, AnnotationExcludeInterfaces, AnnotationExcludeOutboundCIDRs,
 	AnnotationExcludeOutboundPorts, AnnotationIncludeInboundPorts, AnnotationIncludeOutboundCIDRs,
-	AnnotationIncludeOutboundPorts, AnnotationKubevirtInterfaces,
+	AnnotationIncludeOutboundPorts, AnnotationKubevirtInterfaces, AnnotationExcludeOutboundServices,
 }
 
 // captureAnnotations configure the traffic capture (istio-init, or the Istio
@@ -85,7 +85,7 @@ var settingAnnotations = [...]string{
 var captureAnnotations = [...]string{
 	AnnotationIncludeOutboundCIDRs, AnnotationExcludeOutboundCIDRs, AnnotationIncludeInboundPorts,
 	AnnotationExcludeInboundPorts, AnnotationIncludeOutboundPorts, AnnotationExcludeOutboundPorts,
-	AnnotationExcludeInterfaces, AnnotationRerouteVirtualIfaces, AnnotationKubevirtInterfaces,
+	AnnotationExcludeInterfaces, AnnotationRerouteVirtualIfaces, AnnotationKubevirtInterfaces, AnnotationExcludeOutboundServices,
 }
 
 // readinessAnnotations time the proxy's readiness probe.

@@ -320,7 +320,7 @@ func TestDeployment(t *testing.T) {
 	wantArgs := []string{"serve", "--port=9443", "--cert-dir=/etc/remora/certs", "--config-dir=/etc/remora/config",
 		"--metrics-bind-address=:8080", "--metrics-secure=true", "--metrics-cert-dir=/etc/remora/certs",
 		"--health-probe-bind-address=:8081", "--namespace=$(POD_NAMESPACE)",
-		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--upgrade-controller=true", "--allow-restarts=false",
+		"--revision=default", "--native-sidecars=auto", "--leader-elect=true", "--exclude-services=false", "--upgrade-controller=true", "--allow-restarts=false",
 		"--workload-events=true", "--workload-event-interval=10m"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args:\n got  %q\n want %q", c.Args, wantArgs)
@@ -402,6 +402,12 @@ func TestDeployment(t *testing.T) {
 		d := one[appsv1.Deployment](t, render(t, "--set", "config.restartOnChange=true"), "Deployment")
 		if len(d.Spec.Template.Annotations["checksum/config"]) != 64 {
 			t.Errorf("checksum/config = %q, want a sha256", d.Spec.Template.Annotations["checksum/config"])
+		}
+	})
+	t.Run("excludeServices reaches the flags", func(t *testing.T) {
+		d := one[appsv1.Deployment](t, render(t, "--set", "excludeServices.enabled=true"), "Deployment")
+		if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--exclude-services=true") {
+			t.Errorf("args %q lack --exclude-services=true", args)
 		}
 	})
 	t.Run("maintenance window reaches the flags", func(t *testing.T) {

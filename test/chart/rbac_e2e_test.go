@@ -23,6 +23,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,8 +67,8 @@ func TestRBACEndToEnd(t *testing.T) {
 	}{
 		{"defaults: cert-manager, upgrade controller reporting, leader election, workload Events",
 			features{certManager: true, upgrade: true, leader: true, events: true}},
-		{"self-managed certificates, restarts everywhere",
-			features{upgrade: true, leader: true, restarts: true, events: true}},
+		{"self-managed certificates, restarts everywhere, excluded Services",
+			features{upgrade: true, leader: true, restarts: true, events: true, excludeServices: true}},
 		{"cert-manager, restarts in two namespaces, no leader election, no workload Events",
 			features{certManager: true, upgrade: true, restarts: true, restartNamespaces: []string{shopNS, billingNS}}},
 		{"self-managed certificates, webhook only with its workload Events, metrics over plain HTTP",
@@ -209,6 +210,8 @@ func runRBACCase(t *testing.T, assets string, f features) {
 			}
 		}
 	}
+
+	checkExcludedServices(t, admin, asInjector, inj, f)
 
 	// Rights of features that are off are refused.
 	for _, ns := range []string{shopNS, billingNS, elsewhereNS} {
@@ -406,11 +409,77 @@ func kubeconfigClient(t *testing.T, path string, scheme *runtime.Scheme) client.
 // API server would, and returns the response's status message.
 func admitPodIn(t *testing.T, inj *framework.Injector, ns string) string {
 	t.Helper()
-	return admit(t, inj, &corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+	return admit(t, inj, probePod(ns, nil))
+}
+
+// checkExcludedServices: with excludeServices.enabled the webhook resolves the Services a pod
+// names from its cache of Services (list, watch: the injector is not ready without them) and
+// EndpointSlices (a headless Service), and reads a Service its cache has not seen (get: a missing
+// Service is reported not found, not forbidden). Without it, such a pod is refused and the rights
+// are not granted.
+func checkExcludedServices(t *testing.T, admin, asInjector client.Client, inj *framework.Injector, f features) {
+	t.Helper()
+	ctx := t.Context()
+	const ns = "excluding"
+	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{inject.LabelNamespaceInject: "enabled"}}}); err != nil {
+		t.Fatal(err)
+	}
+	db := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 3306}}}}
+	cache := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cache"},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Port: 6379}}}}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: "cache-1", Labels: map[string]string{discoveryv1.LabelServiceName: "cache"}},
+		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.9"}}},
+	}
+	for _, o := range []client.Object{db, cache, slice} {
+		if err := admin.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	named := func(services string) map[string]string {
+		return map[string]string{inject.AnnotationExcludeOutboundServices: services}
+	}
+	if !f.excludeServices {
+		resp := admitPod(t, inj, ns, named("db"))
+		if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, "runs without --exclude-services") {
+			t.Errorf("a pod naming a Service without excludeServices.enabled: %+v, want it refused, saying so", resp.Result)
+		}
+		if err := asInjector.List(ctx, &corev1.ServiceList{}); !apierrors.IsForbidden(err) {
+			t.Errorf("listing Services without excludeServices.enabled: %v, want Forbidden", err)
+		}
+		if err := asInjector.List(ctx, &discoveryv1.EndpointSliceList{}); !apierrors.IsForbidden(err) {
+			t.Errorf("listing EndpointSlices without excludeServices.enabled: %v, want Forbidden", err)
+		}
+		return
+	}
+	// services list, watch and endpointslices list, watch: resolved from the cache, which follows
+	// the Services created after the injector started.
+	want := db.Spec.ClusterIP + "/32,10.244.0.9/32"
+	waitFor(t, "the webhook to resolve db and cache", func() (bool, error) {
+		resp := admitPod(t, inj, ns, named("db,cache"))
+		return resp.Allowed && strings.Contains(string(resp.Patch), want), nil
 	})
+	// services get: a Service the cache does not have is read from the API server.
+	resp := admitPod(t, inj, ns, named("nosuch"))
+	if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, "Service nosuch."+ns+" does not exist") {
+		t.Errorf("a pod naming a missing Service: %+v, want it refused as not existing", resp.Result)
+	}
+}
+
+// admitPod sends the injector's webhook an AdmissionReview for a pod with the annotations in
+// namespace ns, as the API server would, and returns the response.
+func admitPod(t *testing.T, inj *framework.Injector, ns string, annotations map[string]string) *admissionv1.AdmissionResponse {
+	t.Helper()
+	return admitResponse(t, inj, probePod(ns, annotations))
+}
+
+// probePod is a one-container pod "probe" in namespace ns with the annotations.
+func probePod(ns string, annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe", Annotations: annotations},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+	}
 }
 
 // checkWorkloadEvents makes the webhook refuse a pod of ReplicaSet shop/app-1 (of Deployment
@@ -475,6 +544,17 @@ func checkWorkloadEvents(t *testing.T, admin client.Client, inj *framework.Injec
 // server would, and returns the response's status message.
 func admit(t *testing.T, inj *framework.Injector, pod *corev1.Pod) string {
 	t.Helper()
+	resp := admitResponse(t, inj, pod)
+	if resp.Result == nil {
+		return fmt.Sprintf("allowed=%v", resp.Allowed)
+	}
+	return resp.Result.Message
+}
+
+// admitResponse sends the injector's webhook an AdmissionReview for the creation of pod, as the
+// API server would, and returns the response.
+func admitResponse(t *testing.T, inj *framework.Injector, pod *corev1.Pod) *admissionv1.AdmissionResponse {
+	t.Helper()
 	ns, name := pod.Namespace, pod.Name
 	raw, err := json.Marshal(pod)
 	if err != nil {
@@ -510,8 +590,5 @@ func admit(t *testing.T, inj *framework.Injector, pod *corev1.Pod) string {
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Response == nil {
 		t.Fatalf("webhook answered %s: %v", resp.Status, err)
 	}
-	if out.Response.Result == nil {
-		return fmt.Sprintf("allowed=%v", out.Response.Allowed)
-	}
-	return out.Response.Result.Message
+	return out.Response
 }

@@ -26,6 +26,8 @@ type features struct {
 	events bool
 	// insecureMetrics is metrics.secure=false.
 	insecureMetrics bool
+	// excludeServices is excludeServices.enabled.
+	excludeServices bool
 	// restartNamespaces is restartOutdated.namespaces.
 	restartNamespaces []string
 }
@@ -45,6 +47,7 @@ func (f features) String() string {
 	add(f.restarts, "restarts")
 	add(f.events, "events")
 	add(!f.insecureMetrics, "secure-metrics")
+	add(f.excludeServices, "exclude-services")
 	if len(f.restartNamespaces) > 0 {
 		parts = append(parts, "in-"+strings.Join(f.restartNamespaces, "+"))
 	}
@@ -60,6 +63,7 @@ func (f features) args() []string {
 		"--set", fmt.Sprintf("restartOutdated.enabled=%v", f.restarts),
 		"--set", fmt.Sprintf("metrics.secure=%v", !f.insecureMetrics),
 		"--set", fmt.Sprintf("workloadEvents.enabled=%v", f.events),
+		"--set", fmt.Sprintf("excludeServices.enabled=%v", f.excludeServices),
 	}
 	if len(f.restartNamespaces) > 0 {
 		args = append(args, "--set", "restartOutdated.namespaces={"+strings.Join(f.restartNamespaces, ",")+"}")
@@ -77,8 +81,10 @@ func allFeatureCombinations() []features {
 					for _, nss := range [][]string{nil, {"shop", "billing"}} {
 						for _, insecure := range []bool{false, true} {
 							for _, ev := range []bool{true, false} {
-								out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss,
-									insecureMetrics: insecure, events: ev})
+								for _, svc := range []bool{false, true} {
+									out = append(out, features{certManager: cm, upgrade: up, leader: le, restarts: rs, restartNamespaces: nss,
+										insecureMetrics: insecure, events: ev, excludeServices: svc})
+								}
 							}
 						}
 					}
@@ -99,6 +105,7 @@ var conditions = map[string]func(features) bool{
 	"`workloadEvents.enabled`":                                func(f features) bool { return f.events },
 	"`upgradeController.enabled or workloadEvents.enabled`":   func(f features) bool { return f.upgrade || f.events },
 	"`metrics.secure`":                                        func(f features) bool { return !f.insecureMetrics },
+	"`excludeServices.enabled`":                               func(f features) bool { return f.excludeServices },
 }
 
 // permission is one verb on one resource (and name) in one place: "cluster" or "ns:NAMESPACE".

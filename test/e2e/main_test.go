@@ -105,7 +105,7 @@ func setUp() error {
 		built <- err
 	}()
 	env.cluster, err = framework.StartCluster(framework.ClusterOptions{
-		Assets: testenv.K8sBinDir(repo), Dir: env.dir, ControllerManager: true,
+		Assets: testenv.K8sBinDir(repo), Dir: env.dir, ControllerManager: true, DualStackServices: true,
 	})
 	if buildErr := <-built; buildErr != nil {
 		return errors.Join(buildErr, err)
@@ -170,6 +170,9 @@ func startSharedInjector(ctx context.Context) error {
 		ConfigDir:  env.configDir,
 		Namespace:  ownNamespace,
 		LogPath:    filepath.Join(env.dir, "injector.log"),
+		// Services named in traffic.remora.io/excludeOutboundServices are
+		// resolved (TestExcludeOutboundServices).
+		ExtraArgs: []string{"--exclude-services"},
 	}
 	if prev := shared(); prev != nil {
 		opts = prev.Opts

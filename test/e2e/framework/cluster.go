@@ -33,7 +33,14 @@ type ClusterOptions struct {
 	// AdminKubeconfig is where the admin kubeconfig is written
 	// (default Dir/admin.kubeconfig).
 	AdminKubeconfig string
+	// DualStackServices gives Services cluster IPs of both families
+	// (DualStackServiceCIDRs): a dual-stack Service gets one of each.
+	DualStackServices bool
 }
+
+// DualStackServiceCIDRs are the API server's --service-cluster-ip-range with
+// ClusterOptions.DualStackServices: IPv4 first, as envtest's default.
+const DualStackServiceCIDRs = "10.0.0.0/24,fd00:10:96::/112"
 
 // Cluster is a running control plane.
 type Cluster struct {
@@ -65,6 +72,9 @@ func StartCluster(opts ClusterOptions) (_ *Cluster, err error) {
 	// volume needs the serviceAccountName it defaults). CreateNamespace
 	// creates the "default" ServiceAccount the plugin requires.
 	env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	if opts.DualStackServices {
+		env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", DualStackServiceCIDRs)
+	}
 	if _, err := env.Start(); err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
 	}

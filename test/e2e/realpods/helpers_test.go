@@ -35,6 +35,8 @@ const (
 	annotationExcludeOutbound = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
 	annotationRestartOutdated = "remora.io/restart-outdated"
 	annotationRestartedFor    = "remora.io/restarted-for"
+	annotationExcludeServices = "traffic.remora.io/excludeOutboundServices"
+	annotationExcludedRecord  = "traffic.remora.io/excludedServiceAddresses"
 	// annotationReadinessPeriod shortens the proxy's readiness probe period
 	// (15 s by default) on the functional tests' pods, so that a pod's Ready
 	// condition follows its containers within a second. The latency
@@ -344,8 +346,14 @@ func call(t *testing.T, ip, target string) callResult {
 // returns it Ready.
 func startMySQL(t *testing.T, ns string) *corev1.Pod {
 	t.Helper()
+	return startMySQLAs(t, ns, "mysql")
+}
+
+// startMySQLAs is startMySQL for a pod named name, labelled app=name.
+func startMySQLAs(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mysql", Labels: map[string]string{"app": "mysql", annotationInject: "false"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name, annotationInject: "false"}},
 		Spec: podSpec(corev1.Container{
 			Name: "mysql", Image: node.AppImage, ImagePullPolicy: corev1.PullNever, Args: []string{"mysql"},
 			Ports: []corev1.ContainerPort{{Name: "mysql", ContainerPort: mysqlPort}, {Name: "http", ContainerPort: appHTTPPort}},

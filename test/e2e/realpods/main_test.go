@@ -164,6 +164,8 @@ func setUp(opts node.Options) error {
 		ConfigDir:  suite.configDir,
 		Namespace:  ownNamespace,
 		LogPath:    filepath.Join(suite.dir, "injector.log"),
+		// Pods may exclude Services by name (TestExcludedServiceRecreated).
+		ExtraArgs: []string{"--exclude-services"},
 	})
 	if err != nil {
 		return err
