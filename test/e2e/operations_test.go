@@ -633,7 +633,10 @@ func TestProfilingEndpoint(t *testing.T) {
 		"/debug/pprof/heap?debug=1":      "heap profile:",
 		"/debug/pprof/goroutine?debug=1": "goroutine profile:",
 	} {
-		code, body := httpGet(t, "http://"+addr+path)
+		code, body, err := framework.Get(t.Context(), "http://"+addr+path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
 		if code != http.StatusOK || !strings.Contains(body, want) {
 			t.Errorf("GET %s: %d, want 200 with %q; got %.200q", path, code, want, body)
 		}
@@ -642,26 +645,12 @@ func TestProfilingEndpoint(t *testing.T) {
 	probe := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", opts.ProbePort)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", opts.MetricsPort)
 	for _, url := range []string{probe, metricsURL} {
-		if code, _ := httpGet(t, url); code != http.StatusNotFound {
+		code, _, err := framework.Get(t.Context(), url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		if code != http.StatusNotFound {
 			t.Errorf("GET %s on an injector without --pprof-bind-address: %d, want 404", url, code)
 		}
 	}
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: reading the body: %v", url, err)
-	}
-	return resp.StatusCode, string(b)
 }

@@ -169,7 +169,7 @@ func (i *Injector) WaitReady(ctx context.Context, timeout time.Duration) error {
 		if exited, err := i.Exited(); exited {
 			return fmt.Errorf("the injector exited before becoming ready: %w\n%s", err, i.LogTail(40))
 		}
-		code, body, err := get(ctx, i.ReadyzURL()+"?verbose")
+		code, body, err := Get(ctx, i.ReadyzURL()+"?verbose")
 		if err == nil && code == http.StatusOK {
 			return nil
 		}
@@ -184,7 +184,7 @@ func (i *Injector) WaitReady(ctx context.Context, timeout time.Duration) error {
 
 // Readyz returns the status code of /readyz.
 func (i *Injector) Readyz(ctx context.Context) (int, error) {
-	code, _, err := get(ctx, i.ReadyzURL())
+	code, _, err := Get(ctx, i.ReadyzURL())
 	return code, err
 }
 
@@ -237,7 +237,8 @@ func (i *Injector) ServingCertSerial(roots *x509.CertPool) (string, error) {
 	return serial, nil
 }
 
-func get(ctx context.Context, url string) (int, string, error) {
+// Get GETs url and returns the status code and the body.
+func Get(ctx context.Context, url string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
